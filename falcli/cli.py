@@ -1,0 +1,138 @@
+"""`fal`: train, refine and evaluate feedback-adversarial GANs from YAML recipes.
+
+Each command resolves its inputs, prints, and delegates to the verb module of the same name; user mistakes
+become one red line and exit code 2.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Callable
+
+import typer
+
+from falcli import __version__
+from falcli.errors import FalError
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+                  help="Feedback adversarial learning (FAL) and its successors, from YAML recipes.")
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe value, e.g. "
+                                                  "train.iterations=500 (repeatable)")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [default: runs/<recipe name>]")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")]
+SeedOpt = Annotated[int | None, typer.Option(help="Override the recipe's seed")]
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn FalError into one red line and exit code 2 (programming errors keep their traceback)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except FalError as error:
+            from falcli.console import print_error
+
+            print_error(str(error))
+            raise typer.Exit(code=2) from None
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit")] = False) -> None:
+    """Feedback adversarial learning (FAL) and its successors, from YAML recipes."""
+
+
+def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):
+    from falcli.config import load_recipe
+
+    overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
+    return load_recipe(recipe, overrides)
+
+
+@app.command()
+@user_errors
+def train(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/toy.yaml")],
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = None,
+    resume: Annotated[str | None, typer.Option(help="'auto' (newest checkpoint in the run folder) or a "
+                                                    "checkpoint path")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit")] = False,
+) -> None:
+    """Train a generator and discriminator with spatial feedback."""
+    from falcli.console import console, print_recipe, progress_bar
+    from falcli.runtime import pick_device
+
+    resolved = _resolve(recipe, set_, seed)
+    pick_device(device)  # a wrong --device fails before anything is printed or written
+    print_recipe(resolved)
+    if dry_run:
+        raise typer.Exit()
+    from falcli import train as training
+
+    options = training.RunOptions(out=out, device=device, resume=resume, workers=workers)
+    with progress_bar(f"train {resolved.name}", resolved.train.iterations) as update:
+        run_dir = training.run(resolved, options, on_progress=update)
+    console.print(f"[green]done[/] → {run_dir}")
+
+
+@app.command()
+@user_errors
+def toy(
+    recipe: Annotated[Path, typer.Argument(help="Toy recipe")] = Path("recipes/toy.yaml"),
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    device: DeviceOpt = "cpu",
+    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (recipe seed, +1, …); tables show "
+                                                   "mean ± std")] = 1,
+    quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
+) -> None:
+    """Reproduce the paper's 2D experiment: plain GAN vs FAL, same seed and budget; figure and per-step table."""
+    from falcli import toy as toy_experiment
+    from falcli.console import console
+
+    resolved = _resolve(recipe, set_, None)
+    out = out or Path("runs") / f"{resolved.name}-experiment"
+    result = toy_experiment.run(resolved, out, device=device, seeds=seeds, quick=quick)
+    toy_experiment.print_table(result, console)
+    console.print(f"[green]done[/] → {out / 'toy_figure.png'}, {out / 'toy_table.json'}")
+
+
+@app.command()
+@user_errors
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="cityscapes, nyu, celeba, images, pix2pix, shapenet, or a "
+                                                "built-in: streets, shapes, primitives")],
+    raw: Annotated[Path | None, typer.Option(help="The raw download: archive or folder")] = None,
+    out: OutOpt = None,
+    size: Annotated[int | None, typer.Option(help="Output size in pixels or voxels")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes (shapenet)")] = None,
+    splits: Annotated[Path | None, typer.Option(help="splits.mat for NYU [default: next to the .mat]")] = None,
+) -> None:
+    """Convert a raw dataset into fal's prepared format (never downloads)."""
+    raise FalError("`fal prepare` is not built yet in this version")
+
+
+@app.command()
+@user_errors
+def refine() -> None:
+    """Test-time feedback on existing samples."""
+    raise FalError("`fal refine` is not built yet in this version")
+
+
+@app.command()
+@user_errors
+def evaluate() -> None:
+    """Compute metrics per feedback step."""
+    raise FalError("`fal evaluate` is not built yet in this version")

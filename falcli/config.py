@@ -1,0 +1,315 @@
+"""Recipes: YAML → typed, frozen dataclasses, with strict keys, safe coercions and dotted `--set` overrides.
+
+A recipe says *what* is trained (task, data, model, feedback, loss, schedule, seed); CLI flags say where and
+how it runs. The task owns the `data:` and `model:` sections (its own dataclasses); the rest is shared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from falcli.errors import FalError
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """The FAL loop (methods.md §0). Every unknown of the paper is an option; steps: 1 is the plain GAN."""
+
+    steps: int = 3                      # T in training: generator passes; step t>1 reads D's map of step t-1
+    test_steps: int | None = None       # T at sampling/evaluation; None = steps. May exceed steps (refinement)
+    signal: Literal["logits", "sigmoid", "error"] = "logits"  # what of D's map is fed: raw, σ(D), 1-σ(D)
+    feed_previous: bool = True          # also feed the previous output (the thing being fixed)
+    feed_condition: bool = True         # also feed the condition input (translation only; ignored otherwise)
+    transform: Literal["sft", "spade"] = "sft"  # AST equation: h·(1+γ)+β, or norm(h)·(1+γ)+β
+    placement: tuple[int, ...] | None = None    # generator stages that get an AST; None = the task's default
+    encoder_channels: int = 32          # width of the feedback encoder's output (the AST's input)
+    hidden_channels: int = 64           # hidden width of each AST's γ/β predictor
+    detach_previous: bool = True        # truncated backprop: no gradient from step t into step t-1's output
+    detach_map: bool = True             # D's map is an input signal: no gradient flows back through it
+    step_weights: tuple[float, ...] | None = None  # G loss weight per step; None = equal (1 each)
+    discriminate: Literal["all", "last"] = "all"    # D trains on the fakes of every step, or the last only
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise FalError(f"feedback.steps must be >= 1 (got {self.steps}); 1 is the plain GAN")
+        if self.test_steps is not None and self.test_steps < 1:
+            raise FalError(f"feedback.test_steps must be >= 1 (got {self.test_steps})")
+        if self.step_weights is not None and len(self.step_weights) != self.steps:
+            raise FalError(f"feedback.step_weights needs {self.steps} entries (one per step), "
+                           f"got {len(self.step_weights)}")
+        if self.encoder_channels < 1 or self.hidden_channels < 1:
+            raise FalError("feedback.encoder_channels and feedback.hidden_channels must be >= 1")
+
+    @property
+    def sampling_steps(self) -> int:
+        return self.test_steps if self.test_steps is not None else self.steps
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return self.step_weights if self.step_weights is not None else (1.0,) * self.steps
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    adversarial: Literal["vanilla", "lsgan", "hinge", "wgan-gp"] = "vanilla"  # see falcli.losses.ADVERSARIAL
+    gp_weight: float = 10.0             # WGAN-GP gradient-penalty weight λ (used only with wgan-gp)
+    r1_weight: float = 0.0              # γ/2 of the R1 penalty on reals; 0 disables it
+    r1_every: int = 16                  # lazy R1: apply every N iterations, scaled by N
+    l1_weight: float = 0.0              # L1 to the target (pix2pix λ=100); paired tasks only
+
+    def __post_init__(self) -> None:
+        if self.gp_weight < 0 or self.r1_weight < 0 or self.l1_weight < 0:
+            raise FalError("loss weights (gp_weight, r1_weight, l1_weight) must be >= 0")
+        if self.r1_every < 1:
+            raise FalError(f"loss.r1_every must be >= 1 (got {self.r1_every})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 2000              # optimizer updates of each of G and D
+    batch_size: int = 64                # global batch (split across processes under torchrun)
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)   # Adam β1, β2
+    lr_decay_start: int | None = None   # iteration where lr starts decaying linearly to 0; None = constant
+    ema_decay: float = 0.0              # EMA of G per iteration (e.g. 0.999); 0 disables it
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    log_every: int = 100                # iterations between metrics.jsonl lines (losses are read only then)
+    sample_every: int = 1000            # iterations between sample pictures; 0 = only at the end
+    checkpoint_every: int = 1000        # iterations between checkpoints (always one at the end)
+    keep_checkpoints: int | None = 3    # newest checkpoints kept on disk; None keeps all
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise FalError(f"train.{name} must be >= 1 (got {getattr(self, name)})")
+        if self.checkpoint_every % self.log_every:
+            # Checkpoints then fall on log lines: losses are checked finite before weights are saved, and a
+            # resumed run logs the same averages as an uninterrupted one.
+            raise FalError(f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                           f"train.log_every ({self.log_every})")
+        if self.sample_every < 0:
+            raise FalError(f"train.sample_every must be >= 0 (got {self.sample_every})")
+        if self.lr_generator <= 0 or self.lr_discriminator <= 0:
+            raise FalError("train.lr_generator and train.lr_discriminator must be > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise FalError(f"train.ema_decay must be in [0, 1) (got {self.ema_decay})")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise FalError("train.keep_checkpoints must be >= 1, or null to keep all")
+        if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.iterations:
+            raise FalError(f"train.lr_decay_start must be in [0, train.iterations) (got {self.lr_decay_start})")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    metrics: tuple[str, ...] = ()       # metric names for `fal evaluate all`; empty = the task's defaults
+    num_samples: int = 1000             # generated samples per feedback step
+
+
+@dataclass(frozen=True)
+class Recipe:
+    task: str                           # key into falcli.tasks.TASKS
+    name: str | None = None             # run name; None = the recipe file's stem
+    seed: int = 0                       # seeds weights, latents and data order
+    data: Any = None                    # the task's own DataConfig
+    model: Any = None                   # the task's own ModelConfig
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+# --- loading ---
+
+def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply `key.sub=value` overrides, and build the typed Recipe."""
+    path = Path(path)
+    if not path.is_file():
+        raise FalError(f"{path}: no such recipe file (the shipped ones are in recipes/)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise FalError(f"{path}: not valid YAML{where}; fix the file and retry") from None
+    if not isinstance(raw, dict):
+        raise FalError(f"{path}: a recipe must be a YAML mapping with at least a `task:` key")
+    raw = apply_overrides(raw, overrides)
+    raw.setdefault("name", path.stem)
+    return recipe_from_dict(raw, source=str(path))
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Return a copy of `raw` with dotted `a.b=value` overrides; values use YAML syntax (`1e-4`, `[1, 2]`)."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise FalError(f"--set {item!r}: expected key=value, e.g. --set train.iterations=500")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise FalError(f"--set {item!r}: the value is not valid YAML") from None
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise FalError(f"--set {key}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
+    """Build a Recipe from a plain dict (a YAML file, or the copy stored in a checkpoint)."""
+    from falcli.tasks import TASKS  # the registry imports task modules; keep `fal --help` light
+
+    task_name = raw.get("task")
+    if task_name not in TASKS:
+        valid = ", ".join(sorted(TASKS))
+        raise FalError(f"{source}: unknown task {task_name!r}; valid tasks: {valid}")
+    task = TASKS[task_name]
+    sections = {"data": task.DataConfig, "model": task.ModelConfig}
+    values: dict[str, Any] = {}
+    hints = typing.get_type_hints(Recipe)
+    known = [f.name for f in dataclasses.fields(Recipe)]
+    for key, value in raw.items():
+        if key not in known:
+            raise FalError(f"{source}: {_unknown_key_message(key, known)}")
+        if key in sections:
+            values[key] = build(sections[key], value or {}, key)
+        elif key in ("feedback", "loss", "train", "evaluate"):
+            values[key] = build(hints[key], value or {}, key)
+        else:
+            values[key] = _coerce(value, hints[key], key)
+    for key, cls in sections.items():
+        values.setdefault(key, cls())
+    recipe = Recipe(**values)
+    task.validate(recipe)
+    return recipe
+
+
+def build(cls: type, data: Any, path: str) -> Any:
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys and checking scalar types."""
+    if not isinstance(data, dict):
+        raise FalError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise FalError(_unknown_key_message(f"{path}.{key}", [f"{path}.{n}" for n in names]))
+        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
+    return cls(**kwargs)  # __post_init__ checks raise FalError naming the key
+
+
+def _unknown_key_message(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else f" (valid keys: {', '.join(known)})"
+    return f"{key}: unknown key{hint}"
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check `value` against type `hint`, coercing only the safe cases (int → float, '2e-4' → float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except FalError as error:
+                errors.append(str(error))
+        raise FalError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise FalError(f"{path}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise FalError(f"{path}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise FalError(f"{path}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):  # YAML 1.1 reads `on`/`yes` as bools; strings are refused
+            raise FalError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FalError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool):
+            raise FalError(f"{path}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads `2e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise FalError(f"{path}: expected a number, got {value!r}")
+    if hint is str:
+        if not isinstance(value, str):
+            raise FalError(f"{path}: expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str):
+            raise FalError(f"{path}: expected a path, got {value!r}")
+        return Path(value)
+    raise TypeError(f"{path}: unsupported type hint {hint!r}")  # a bug in a config dataclass, not user input
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# --- writing ---
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain YAML-able dict of a resolved recipe (tuples as lists, paths as strings)."""
+    return _plain(dataclasses.asdict(recipe))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def defaults_dict(recipe: Recipe) -> dict:
+    """The same shape as recipe_to_dict, holding each field's default (to mark what a recipe changed)."""
+    from falcli.tasks import TASKS
+
+    task = TASKS[recipe.task]
+    default = Recipe(task=recipe.task, data=task.DataConfig(), model=task.ModelConfig())
+    return recipe_to_dict(default)

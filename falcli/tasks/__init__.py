@@ -1,0 +1,19 @@
+"""Tasks: what differs between toy points, images, image pairs and voxels.
+
+To add a task called `foo`:
+  1. copy tasks/toy.py (the smallest real task) to tasks/foo.py and rename its class;
+  2. add an instance to TASKS below;
+  3. add recipes/<dataset>.yaml;
+  4. run pytest: tests/test_tasks.py picks the new entry up automatically.
+train.py should not need to change. If it does, extend the Task protocol in tasks/base.py, on purpose.
+"""
+from __future__ import annotations
+
+from falcli.tasks.base import Batch, Task
+from falcli.tasks.toy import ToyTask
+
+TASKS: dict[str, Task] = {
+    "toy": ToyTask(),
+}
+
+__all__ = ["TASKS", "Batch", "Task"]

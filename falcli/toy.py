@@ -1,0 +1,123 @@
+"""`fal toy`: the paper's 2D experiment. Trains the plain GAN (feedback.steps: 1) and FAL with the same seed and
+budget, then writes the poster-style figure and a per-step table (modes covered, high-quality share, sliced
+Wasserstein distance, mean D score), over one or more seeds."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from falcli import checkpoint, train
+from falcli.config import Recipe
+from falcli.console import progress_bar
+from falcli.plots import toy_poster_figure
+from falcli.runtime import pick_device
+from falcli.tasks import TASKS
+from falcli.feedback import unroll
+
+METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "d_score")
+
+
+def variants(recipe: Recipe) -> dict[str, Recipe]:
+    """The two models compared: the plain GAN and FAL, identical but for the feedback steps."""
+    plain = dataclasses.replace(recipe, feedback=dataclasses.replace(recipe.feedback, steps=1, test_steps=None,
+                                                                     step_weights=None))
+    return {"GAN": plain, "FAL": recipe}
+
+
+def quick_recipe(recipe: Recipe) -> Recipe:
+    """A few-second version for tests: fewer iterations and points, same models."""
+    return dataclasses.replace(
+        recipe,
+        data=dataclasses.replace(recipe.data, points=4096),
+        train=dataclasses.replace(recipe.train, iterations=150, log_every=50, sample_every=0,
+                                  checkpoint_every=150),
+        evaluate=dataclasses.replace(recipe.evaluate, num_samples=500),
+    )
+
+
+def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: bool = False) -> dict:
+    """Train both variants for each seed, evaluate per step, write toy_table.json and toy_figure.png."""
+    if recipe.task != "toy":
+        from falcli.errors import FalError
+        raise FalError(f"`fal toy` runs toy recipes; this recipe's task is {recipe.task!r} (use `fal train`)")
+    if quick:
+        recipe = quick_recipe(recipe)
+    rows: dict[str, list[list[dict]]] = {"GAN": [], "FAL": []}  # label → per seed → per step metrics
+    figure_runs = {}
+    for index in range(seeds):
+        seeded = dataclasses.replace(recipe, seed=recipe.seed + index)
+        for label, variant in variants(seeded).items():
+            run_dir = out / f"seed{seeded.seed}" / label.lower()
+            with progress_bar(f"{label} seed {seeded.seed}", variant.train.iterations) as update:
+                train.run(variant, train.RunOptions(out=run_dir, device=device), on_progress=update)
+            result, views = _evaluate(run_dir, device)
+            rows[label].append(result)
+            if index == 0:
+                figure_runs[label] = views
+    table = summarise(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "toy_table.json").write_text(json.dumps({"recipe": recipe.name, "seeds": seeds, "rows": table,
+                                                    "per_seed": rows}, indent=2))
+    _figure(recipe, figure_runs, out / "toy_figure.png")
+    return {"rows": table, "seeds": seeds}
+
+
+def _evaluate(run_dir: Path, device: str):
+    path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
+    recipe, G, D, G_ema, _ = checkpoint.restore(path, pick_device(device))
+    task = TASKS["toy"]
+    steps = recipe.feedback.sampling_steps
+    metrics = task.evaluate(G, D, recipe, next(G.parameters()).device, steps, recipe.evaluate.num_samples)
+    return metrics, (recipe, G, D)
+
+
+def summarise(rows: dict[str, list[list[dict]]]) -> list[dict]:
+    """Mean and std over seeds for each (model, step)."""
+    table = []
+    for label, per_seed in rows.items():
+        for t in range(len(per_seed[0])):
+            row = {"model": label, "step": t + 1}
+            for key in METRICS:
+                values = [seed_rows[t][key] for seed_rows in per_seed]
+                row[key] = statistics.fmean(values)
+                row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row["modes_total"] = per_seed[0][t]["modes_total"]
+            table.append(row)
+    return table
+
+
+def print_table(result: dict, console) -> None:
+    from rich.table import Table
+
+    seeds = result["seeds"]
+    table = Table(title=f"toy: per-step metrics ({seeds} seed{'s' if seeds > 1 else ''}, mean ± std)")
+    for column in ("model", "t", "modes covered ↑", "high quality ↑", "sliced W ↓", "mean D logit"):
+        table.add_column(column, justify="right")
+    for row in result["rows"]:
+        def cell(key, fmt):
+            return f"{row[key]:{fmt}} ± {row[key + '_std']:{fmt}}" if seeds > 1 else f"{row[key]:{fmt}}"
+        table.add_row(row["model"], str(row["step"]),
+                      f"{cell('modes_covered', '.1f')} / {row['modes_total']}", cell("high_quality", ".3f"),
+                      cell("sliced_wasserstein", ".4f"), cell("d_score", ".2f"))
+    console.print(table)
+
+
+def _figure(recipe: Recipe, figure_runs: dict, path: Path) -> None:
+    task = TASKS["toy"]
+    extent = 3.0 if recipe.data.mixture == "ring" else 5.5
+    axis = torch.linspace(-extent, extent, 200)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
+    runs, surfaces = {}, {}
+    for label, (variant, G, D) in figure_runs.items():
+        device = next(G.parameters()).device
+        batch = task.fixed_batch(variant, device, 1000)
+        with torch.no_grad():
+            runs[label] = (unroll(G, D, batch.gen_input, None, variant.feedback.sampling_steps, variant.feedback,
+                                  lambda x: x), None)
+            surfaces[label] = D(grid.to(device)).reshape(200, 200).cpu()
+        real = batch.real
+    toy_poster_figure(real, runs, surfaces, extent, path)

@@ -1,0 +1,257 @@
+"""The training loop, one for every task: G step over the unrolled feedback steps, then D step, then EMA.
+
+Read top to bottom it is the whole story. Tasks only say how to feed the networks (falcli/tasks/base.py).
+The step keeps losses on the device and reads them only at the logging interval, so it never waits on the
+GPU mid-step (and could be captured whole in a CUDA graph).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from falcli import checkpoint
+from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
+from falcli.data.loader import batch_stream
+from falcli.errors import FalError
+from falcli.feedback import unroll
+from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
+from falcli.runtime import autocast, pick_device, to_device, use_bf16
+from falcli.tasks import TASKS
+
+ProgressFn = Callable[[int, int, "dict[str, float] | None"], None]  # (iterations done, total, logged stats)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path | None = None             # run folder; None = runs/<recipe name>
+    device: str = "auto"                # auto, cpu, cuda or cuda:N
+    resume: str | None = None           # "auto" (newest checkpoint in the run folder) or a checkpoint path
+    workers: int = 0                    # DataLoader worker processes
+
+
+class TrainingDiverged(FalError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: ProgressFn | None = None) -> Path:
+    """Train `recipe` into its run folder and return the folder."""
+    task = TASKS[recipe.task]
+    cfg, fb = recipe.train, recipe.feedback
+    device = pick_device(options.device)
+    bf16 = use_bf16(cfg.precision, device)
+    run_dir, resumed = _open_run_dir(recipe, options)
+    start = resumed["iteration"] if resumed else 0
+
+    # Networks and optimizers, rebuilt from the recipe (weights come from the checkpoint when resuming).
+    G, D = task.make_networks(recipe)
+    G, D = G.to(device), D.to(device)
+    if task.dims == 2 and device.type == "cuda":
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay else None
+    fused = device.type == "cuda"
+    opt_G = torch.optim.Adam(G.parameters(), cfg.lr_generator, betas=cfg.betas, fused=fused)
+    opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
+    d_real_loss, d_fake_loss, g_loss = ADVERSARIAL[recipe.loss.adversarial]
+
+    # Data: the same batch order whether or not the run was interrupted.
+    stream = batch_stream(task.make_dataset(recipe, "train"), cfg.batch_size, recipe.seed,
+                          start_iteration=start, workers=options.workers, pin_memory=device.type == "cuda")
+    preview = task.fixed_batch(recipe, device, 64)
+    if resumed:
+        G.load_state_dict(resumed["G"])
+        D.load_state_dict(resumed["D"])
+        opt_G.load_state_dict(resumed["opt_G"])
+        opt_D.load_state_dict(resumed["opt_D"])
+        if G_ema is not None:
+            G_ema.load_state_dict(resumed["G_ema"])
+        checkpoint.set_rng_state(resumed["rng"])  # after the DataLoader drew its worker seed, as a fresh run
+
+    sums: dict[str, torch.Tensor] = {}
+    window, window_start = 0, time.perf_counter()
+    for iteration in range(start, cfg.iterations):
+        _set_learning_rates(opt_G, opt_D, cfg, iteration)
+        batch = task.make_batch(to_device(next(stream), device), recipe, training=True)
+        discriminate = partial(task.discriminator_input, batch=batch)
+        stats: dict[str, torch.Tensor] = {}
+
+        # G step: unroll T passes and fool D at every step. D is frozen: it scores, it does not learn here.
+        D.requires_grad_(False)
+        with autocast(bf16, device):
+            out = unroll(G, D, batch.gen_input, batch.condition, fb.steps, fb, discriminate)
+            loss_G = torch.zeros((), device=device)
+            for t, (weight, logits) in enumerate(zip(fb.weights, out.logits), start=1):
+                stats[f"loss/G/step{t}"] = g_loss(logits)
+                loss_G = loss_G + weight * stats[f"loss/G/step{t}"]
+            for name, term in task.extra_generator_losses(out, batch, recipe).items():
+                stats[f"loss/G/{name}"] = term
+                loss_G = loss_G + term
+        _step(opt_G, loss_G)
+        D.requires_grad_(True)
+        stats["loss/G"] = loss_G
+
+        # D step: reals against the detached fakes of every step (or of the last step only).
+        fakes = [x.detach() for x in (out.samples if fb.discriminate == "all" else out.samples[-1:])]
+        with autocast(bf16, device):
+            real_input = discriminate(batch.real)
+            stats["loss/D/real"] = d_real_loss(D(real_input))
+            stats["loss/D/fake"] = sum(d_fake_loss(D(discriminate(x))) for x in fakes) / len(fakes)
+            loss_D = stats["loss/D/real"] + stats["loss/D/fake"]
+            if recipe.loss.adversarial == "wgan-gp":
+                stats["loss/D/gp"] = gradient_penalty(D, real_input, discriminate(fakes[-1]))
+                loss_D = loss_D + recipe.loss.gp_weight * stats["loss/D/gp"]
+            if recipe.loss.r1_weight and iteration % recipe.loss.r1_every == 0:
+                # Lazy R1 (StyleGAN2 §B): applied every N iterations, so weighted N times to keep its strength.
+                stats["loss/D/r1"] = r1_penalty(D, real_input)
+                loss_D = loss_D + recipe.loss.r1_weight * recipe.loss.r1_every * stats["loss/D/r1"]
+        _step(opt_D, loss_D)
+        stats["loss/D"] = loss_D
+
+        if G_ema is not None:
+            _ema_update(G_ema, G, cfg.ema_decay)
+
+        # Bookkeeping: sum losses on the device; read, check and log them only at the interval.
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0) + value.detach().float()
+        window += 1
+        done = iteration + 1
+        logged = None
+        if done % cfg.log_every == 0 or done == cfg.iterations:
+            logged = _flush(run_dir, done, sums, window, time.perf_counter() - window_start, opt_G, cfg)
+            sums, window, window_start = {}, 0, time.perf_counter()
+        if (cfg.sample_every and done % cfg.sample_every == 0) or done == cfg.iterations:
+            _save_samples(task, G_ema if G_ema is not None else G, D, preview, recipe, run_dir / "samples" / f"iter-{done:07d}.png")
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:  # always right after a checked log line
+            _save_checkpoint(run_dir, done, recipe, G, D, G_ema, opt_G, opt_D)
+        if on_progress is not None:
+            on_progress(done, cfg.iterations, logged)
+    return run_dir
+
+
+# --- the step's helpers ---
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@torch.no_grad()
+def _ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
+    ema_params, params = list(G_ema.parameters()), list(G.parameters())
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    for ema_buffer, buffer in zip(G_ema.buffers(), G.buffers()):
+        ema_buffer.copy_(buffer)
+
+
+def learning_rate_factor(cfg: TrainConfig, iteration: int) -> float:
+    """1 until lr_decay_start, then linear to 0 at the last iteration (pix2pix's 'linear' policy)."""
+    if cfg.lr_decay_start is None or iteration < cfg.lr_decay_start:
+        return 1.0
+    return 1.0 - (iteration - cfg.lr_decay_start) / (cfg.iterations - cfg.lr_decay_start)
+
+
+def _set_learning_rates(opt_G, opt_D, cfg: TrainConfig, iteration: int) -> None:
+    factor = learning_rate_factor(cfg, iteration)
+    for group in opt_G.param_groups:
+        group["lr"] = cfg.lr_generator * factor
+    for group in opt_D.param_groups:
+        group["lr"] = cfg.lr_discriminator * factor
+
+
+# --- bookkeeping ---
+
+def _open_run_dir(recipe: Recipe, options: RunOptions) -> tuple[Path, dict | None]:
+    """Create a fresh run folder, or open an existing one for resuming. Never overwrites earlier results."""
+    if options.resume is None:
+        run_dir = options.out or Path("runs") / recipe.name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise FalError(f"{run_dir} already holds a run; continue it with --resume auto, "
+                           f"or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        return run_dir, None
+
+    if options.resume == "auto":
+        run_dir = options.out or Path("runs") / recipe.name
+        found = checkpoint.latest_valid(run_dir / "checkpoints")
+        if found is None:
+            raise FalError(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'}; "
+                           f"start without --resume, or pass --resume PATH")
+        path, payload = found
+    else:
+        path = Path(options.resume)
+        payload = checkpoint.load(path)
+        run_dir = options.out or path.parent.parent
+    _check_resumable(payload, recipe, path)
+    stored = run_dir / "recipe.yaml"
+    if not stored.exists() or stored.read_text() != recipe_to_yaml(recipe):
+        (run_dir / f"recipe-resumed-at-{payload['iteration']:07d}.yaml").write_text(recipe_to_yaml(recipe))
+    return run_dir, payload
+
+
+def _check_resumable(payload: dict, recipe: Recipe, path: Path) -> None:
+    if payload["task"] != recipe.task:
+        raise FalError(f"{path}: a checkpoint of task {payload['task']!r}, but the recipe trains "
+                       f"{recipe.task!r}; pass a checkpoint of the same task")
+    current = recipe_to_dict(recipe)
+    for section in ("model", "data", "feedback", "seed"):
+        if payload["recipe"].get(section) != current[section]:
+            raise FalError(f"{path}: the recipe's `{section}` differs from the checkpoint's; resume with the "
+                           f"run's own recipe.yaml (only `train` settings may change)")
+    if payload["iteration"] >= recipe.train.iterations:
+        raise FalError(f"{path}: already trained for {payload['iteration']} iterations; continue with "
+                       f"--set train.iterations=N (N > {payload['iteration']})")
+
+
+def _flush(run_dir: Path, done: int, sums: dict, window: int, seconds: float, opt_G, cfg) -> dict[str, float]:
+    keys = sorted(sums)
+    values = torch.stack([sums[k] for k in keys]).div(window).tolist()  # the one host sync per interval
+    logged = dict(zip(keys, values))
+    _check_finite(run_dir, done, logged)
+    logged["time/iteration_ms"] = 1000.0 * seconds / window
+    logged["lr/G"] = opt_G.param_groups[0]["lr"]
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"kind": "train", "iteration": done, **logged}) + "\n")
+    return logged
+
+
+def _check_finite(run_dir: Path, done: int, values: dict[str, float]) -> None:
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        kept = checkpoint.list_checkpoints(run_dir / "checkpoints")
+        last = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written yet"
+        raise TrainingDiverged(f"iteration {done}: {bad[0]} is not finite; {last}. Lower the learning rates "
+                               f"or try another loss.adversarial, then --resume")
+
+
+def _save_samples(task, G, D, preview, recipe: Recipe, path: Path) -> None:
+    was_training = G.training, D.training
+    G.eval(), D.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # pictures must not shift the training RNG
+        out = unroll(G, D, preview.gen_input, preview.condition, recipe.feedback.sampling_steps,
+                     recipe.feedback, partial(task.discriminator_input, batch=preview))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        task.save_samples(out, preview, path)
+    G.train(was_training[0]), D.train(was_training[1])
+
+
+def _save_checkpoint(run_dir: Path, done: int, recipe: Recipe, G, D, G_ema, opt_G, opt_D) -> None:
+    payload = {
+        "format": "fal-checkpoint", "version": checkpoint.FORMAT_VERSION,
+        "task": recipe.task, "iteration": done, "recipe": recipe_to_dict(recipe),
+        "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict() if G_ema is not None else None,
+        "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": checkpoint.rng_state(),
+        "versions": {"torch": str(torch.__version__), "fal": __import__("falcli").__version__},
+    }
+    directory = run_dir / "checkpoints"
+    checkpoint.atomic_save(payload, directory / checkpoint.checkpoint_name(done))
+    checkpoint.prune(directory, recipe.train.keep_checkpoints)

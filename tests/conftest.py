@@ -1,0 +1,41 @@
+"""Shared fixtures: seeded torch, tiny recipes, and a working directory in tmp_path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from falcli.config import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+TINY_TOY = [
+    "model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512",
+    "train.batch_size=64", "train.iterations=12", "train.log_every=3", "train.sample_every=0",
+    "train.checkpoint_every=6", "evaluate.num_samples=256",
+]
+
+
+@pytest.fixture
+def toy_recipe():
+    """The shipped toy recipe shrunk to a few milliseconds per iteration."""
+    def make(*overrides: str):
+        return load_recipe(ROOT / "recipes" / "toy.yaml", TINY_TOY + list(overrides))
+    return make

@@ -1,0 +1,100 @@
+"""The `fal` command line: help, version, dry run, one-line errors with exit code 2, and delegation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from falcli import __version__
+from falcli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("prepare", "train", "refine", "evaluate", "toy"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", ["prepare", "train", "refine", "evaluate", "toy"])
+def test_each_command_has_help(command):
+    assert invoke(command, "--help").exit_code == 0
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_dry_run_prints_resolved_recipe_and_exits(tmp_path):
+    result = invoke("train", ROOT / "recipes/toy.yaml", "--dry-run", "--set", "train.iterations=77",
+                    "--out", tmp_path / "run")
+    assert result.exit_code == 0
+    assert "iterations: 77 *" in result.output  # changed from the default, and marked
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "no/such.yaml"], "no such recipe file"),
+    (["train", ROOT / "recipes/toy.yaml", "--set", "train.lr_gen=1"], "did you mean train.lr_generator"),
+    (["train", ROOT / "recipes/toy.yaml", "--set", "train.iterations=-1"], "train.iterations must be >= 1"),
+    (["train", ROOT / "recipes/toy.yaml", "--device", "cuda:0"], "no CUDA device"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
+    if "cuda" in str(args) and __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = invoke(*args, "--out", tmp_path / "run") if args[0] == "train" else invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert sum(line.startswith("error:") for line in result.output.splitlines()) == 1
+    assert len(result.output.strip().splitlines()) <= 3  # one (possibly soft-wrapped) line
+
+
+def test_train_delegates_the_resolved_recipe(monkeypatch, tmp_path):
+    from falcli import train
+
+    seen = {}
+
+    def fake_run(recipe, options, on_progress=None):
+        seen["recipe"], seen["options"] = recipe, options
+        return tmp_path
+
+    monkeypatch.setattr(train, "run", fake_run)
+    result = invoke("train", ROOT / "recipes/toy.yaml", "--seed", "5", "--resume", "auto", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert seen["recipe"].seed == 5 and seen["recipe"].task == "toy"
+    assert seen["options"].resume == "auto" and seen["options"].device == "cpu"
+
+
+def test_train_end_to_end_and_resume_errors(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["train", ROOT / "recipes/toy.yaml", "--out", run_dir, "--set", "train.iterations=4",
+            "--set", "train.log_every=2", "--set", "train.checkpoint_every=2", "--set", "data.points=512"]
+    assert invoke(*args).exit_code == 0
+    assert (run_dir / "checkpoints" / "iter-0000004.pt").exists()
+    again = invoke(*args)
+    assert again.exit_code == 2 and "--resume auto" in again.output
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    result = invoke(*args[:-8], "--resume", broken, "--set", "train.iterations=8")
+    assert result.exit_code == 2 and "not a readable checkpoint" in result.output
+
+
+def test_toy_quick_writes_figure_and_table(tmp_path):
+    result = invoke("toy", ROOT / "recipes/toy.yaml", "--quick", "--out", tmp_path / "toy")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "toy" / "toy_figure.png").stat().st_size > 10_000
+    import json
+    table = json.loads((tmp_path / "toy" / "toy_table.json").read_text())
+    assert [(row["model"], row["step"]) for row in table["rows"]] == [("GAN", 1), ("FAL", 1), ("FAL", 2),
+                                                                      ("FAL", 3)]
+    assert "modes covered" in result.output

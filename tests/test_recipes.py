@@ -1,0 +1,22 @@
+"""Every shipped recipe loads, validates and names a registered task."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from falcli.config import load_recipe
+from falcli.tasks import TASKS
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert any(p.name == "toy.yaml" for p in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_loads(path):
+    recipe = load_recipe(path)
+    assert recipe.task in TASKS
+    assert recipe.name == path.stem
