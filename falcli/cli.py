@@ -79,6 +79,15 @@ def train(
     print_recipe(resolved)
     if dry_run:
         raise typer.Exit()
+    from falcli.judges import JudgeRecipe
+
+    if isinstance(resolved, JudgeRecipe):
+        from falcli.judges.run import run_judge
+
+        with progress_bar(f"train {resolved.name}", resolved.train.iterations) as update:
+            path = run_judge(resolved, out, device, resume=resume, on_progress=update)
+        console.print(f"[green]done[/] → {path}")
+        return
     from falcli import train as training
 
     options = training.RunOptions(out=out, device=device, resume=resume, workers=workers)

@@ -129,7 +129,8 @@ class Recipe:
 # --- loading ---
 
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe, apply `key.sub=value` overrides, and build the typed Recipe."""
+    """Read a YAML recipe, apply `key.sub=value` overrides, and build the typed Recipe (a JudgeRecipe
+    when the task names a judge)."""
     path = Path(path)
     if not path.is_file():
         raise FalError(f"{path}: no such recipe file (the shipped ones are in recipes/)")
@@ -170,30 +171,35 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 
 def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
     """Build a Recipe from a plain dict (a YAML file, or the copy stored in a checkpoint)."""
-    from falcli.tasks import TASKS  # the registry imports task modules; keep `fal --help` light
+    from falcli.judges import JUDGES, JudgeRecipe
+    from falcli.tasks import TASKS  # the registries import task modules; keep `fal --help` light
 
     task_name = raw.get("task")
-    if task_name not in TASKS:
-        valid = ", ".join(sorted(TASKS))
+    if task_name in JUDGES:  # a supervised judge (classifier, segmenter), trained by falcli.judges
+        owner, recipe_cls = JUDGES[task_name], JudgeRecipe
+    elif task_name in TASKS:
+        owner, recipe_cls = TASKS[task_name], Recipe
+    else:
+        valid = ", ".join(sorted(TASKS) + sorted(JUDGES))
         raise FalError(f"{source}: unknown task {task_name!r}; valid tasks: {valid}")
-    task = TASKS[task_name]
-    sections = {"data": task.DataConfig, "model": task.ModelConfig}
+    sections = {"data": owner.DataConfig, "model": owner.ModelConfig}
     values: dict[str, Any] = {}
-    hints = typing.get_type_hints(Recipe)
-    known = [f.name for f in dataclasses.fields(Recipe)]
+    hints = typing.get_type_hints(recipe_cls)
+    known = [f.name for f in dataclasses.fields(recipe_cls)]
     for key, value in raw.items():
         if key not in known:
             raise FalError(f"{source}: {_unknown_key_message(key, known)}")
         if key in sections:
             values[key] = build(sections[key], value or {}, key)
-        elif key in ("feedback", "loss", "train", "evaluate"):
+        elif dataclasses.is_dataclass(hints[key]):
             values[key] = build(hints[key], value or {}, key)
         else:
             values[key] = _coerce(value, hints[key], key)
     for key, cls in sections.items():
         values.setdefault(key, cls())
-    recipe = Recipe(**values)
-    task.validate(recipe)
+    recipe = recipe_cls(**values)
+    if recipe_cls is Recipe:
+        owner.validate(recipe)
     return recipe
 
 
@@ -306,10 +312,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def defaults_dict(recipe: Recipe) -> dict:
+def defaults_dict(recipe) -> dict:
     """The same shape as recipe_to_dict, holding each field's default (to mark what a recipe changed)."""
+    from falcli.judges import JUDGES
     from falcli.tasks import TASKS
 
-    task = TASKS[recipe.task]
-    default = Recipe(task=recipe.task, data=task.DataConfig(), model=task.ModelConfig())
+    owner = JUDGES.get(recipe.task) or TASKS[recipe.task]
+    default = type(recipe)(task=recipe.task, data=owner.DataConfig(), model=owner.ModelConfig())
     return recipe_to_dict(default)

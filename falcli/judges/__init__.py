@@ -1,0 +1,13 @@
+"""Judges: supervised networks that score samples (see judges/base.py). Registered here by name, like TASKS.
+
+To add one: write a class with `name`, `DataConfig`, `ModelConfig`, `make_net` and `load_data` (the Judge
+protocol in judges/base.py), add an instance below and a recipe in recipes/.
+"""
+from __future__ import annotations
+
+from falcli.judges.base import Judge, JudgeRecipe, JudgeTrainConfig
+
+JUDGES: dict[str, Judge] = {
+}
+
+__all__ = ["JUDGES", "Judge", "JudgeRecipe", "JudgeTrainConfig"]

@@ -1,0 +1,23 @@
+"""`fal train` for judge recipes: one supervised fit into a fresh run folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from falcli.config import recipe_to_yaml
+from falcli.errors import FalError
+from falcli.judges import JUDGES
+from falcli.judges.base import JudgeRecipe, fit
+from falcli.runtime import pick_device
+
+
+def run_judge(recipe: JudgeRecipe, out: Path | None, device: str = "auto", resume: str | None = None,
+              on_progress=None) -> Path:
+    """Train the judge named by the recipe into `out` (default runs/<name>) and return its weights path."""
+    if resume is not None:
+        raise FalError("--resume: judges train in one go (a few minutes); start a fresh run instead")
+    run_dir = out or Path("runs") / recipe.name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FalError(f"{run_dir} already holds a run; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    return fit(JUDGES[recipe.task], recipe, run_dir, pick_device(device), on_progress)
