@@ -1,0 +1,107 @@
+"""`fal prepare NAME --raw PATH --out DIR`: convert a raw download into the prepared-dataset format.
+
+PREPARERS maps each dataset name to a function `(raw, out, options) -> out`; the format is in formats/store.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from falcli.errors import FalError
+from falcli.formats.celeba import prepare_celeba, prepare_image_folder
+from falcli.formats.cityscapes import prepare_cityscapes
+from falcli.formats.nyu import prepare_nyu
+from falcli.formats.pix2pix import prepare_pix2pix
+from falcli.formats.shapenet import prepare_shapenet
+from falcli.formats.store import Progress, check_new_output
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Options of `fal prepare`; None means the dataset's default (or "not given")."""
+
+    size: int | None = None
+    classes: list[str] | None = None
+    splits_file: Path | None = None
+    progress: Progress | None = None
+
+
+Preparer = Callable[[Path | None, Path, PrepareOptions], Path]
+
+
+def _raw(dataset: str, raw: Path | None, what: str) -> Path:
+    if raw is None:
+        raise FalError(f"fal prepare {dataset} needs --raw PATH: {what}")
+    return raw
+
+
+def _only(dataset: str, options: PrepareOptions, classes: bool = False, splits: bool = False) -> None:
+    """Refuse options that this dataset would silently ignore."""
+    if options.classes is not None and not classes:
+        raise FalError(f"--classes does not apply to {dataset} (only to shapenet); drop it")
+    if options.splits_file is not None and not splits:
+        raise FalError(f"--splits does not apply to {dataset} (only to nyu); drop it")
+
+
+def _cityscapes(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
+    _only("cityscapes", o)
+    where = "a folder with leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip, or pix2pix's cityscapes/"
+    return prepare_cityscapes(_raw("cityscapes", raw, where), out, o.size or 256, o.progress)
+
+
+def _nyu(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
+    _only("nyu", o, splits=True)
+    where = "nyu_depth_v2_labeled.mat or its folder (with splits.mat)"
+    return prepare_nyu(_raw("nyu", raw, where), out, o.size or 256, o.splits_file, o.progress)
+
+
+def _celeba(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
+    _only("celeba", o)
+    where = "img_align_celeba.zip, its unpacked folder, or the folder holding either"
+    return prepare_celeba(_raw("celeba", raw, where), out, o.size or 64, o.progress)
+
+
+def _images(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
+    _only("images", o)
+    return prepare_image_folder(_raw("images", raw, "a folder (or archive) of images"), out, o.size or 64, o.progress)
+
+
+def _pix2pix(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
+    _only("pix2pix", o)
+    where = "a folder with <split>/*.jpg (A | B side by side) or A/<split>/ and B/<split>/"
+    return prepare_pix2pix(_raw("pix2pix", raw, where), out, o.size or 256, o.progress)
+
+
+def _shapenet(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
+    _only("shapenet", o, classes=True)
+    where = "ShapeNetVox32 (<synset>/<model>/model.binvox) or ShapeNetCore v2"
+    return prepare_shapenet(_raw("shapenet", raw, where), out, o.size or 32, o.classes, o.progress)
+
+
+PREPARERS: dict[str, Preparer] = {
+    "cityscapes": _cityscapes,
+    "nyu": _nyu,
+    "celeba": _celeba,
+    "images": _images,
+    "pix2pix": _pix2pix,
+    "shapenet": _shapenet,
+}
+
+
+def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = None,
+            classes: list[str] | None = None, splits_file: Path | None = None,
+            progress: Progress | None = None) -> Path:
+    """Prepare `dataset` from `raw` into `out` (never overwritten, written atomically); returns `out`."""
+    if dataset not in PREPARERS:
+        raise FalError(f"unknown dataset {dataset!r}; choose one of: {', '.join(PREPARERS)}")
+    if raw is not None and not Path(raw).exists():
+        raise FalError(f"{raw}: no such file or folder (--raw)")
+    if size is not None and size < 1:
+        raise FalError(f"--size {size}: must be a positive number of pixels (or voxels)")
+    if splits_file is not None and not Path(splits_file).is_file():
+        raise FalError(f"{splits_file}: no such file (--splits)")
+    out = Path(out)
+    check_new_output(out)
+    options = PrepareOptions(size=size, classes=classes, splits_file=splits_file, progress=progress)
+    return PREPARERS[dataset](Path(raw) if raw is not None else None, out, options)
