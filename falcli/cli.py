@@ -6,6 +6,7 @@ become one red line and exit code 2.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -76,7 +77,9 @@ def train(
 
     resolved = _resolve(recipe, set_, seed)
     pick_device(device)  # a wrong --device fails before anything is printed or written
-    print_recipe(resolved)
+    quiet = os.environ.get("RANK", "0") != "0"  # under torchrun only the first process talks
+    if not quiet:
+        print_recipe(resolved)
     if dry_run:
         raise typer.Exit()
     from falcli.judges import JudgeRecipe
@@ -91,6 +94,9 @@ def train(
     from falcli import train as training
 
     options = training.RunOptions(out=out, device=device, resume=resume, workers=workers)
+    if quiet:
+        training.run(resolved, options)
+        return
     with progress_bar(f"train {resolved.name}", resolved.train.iterations) as update:
         run_dir = training.run(resolved, options, on_progress=update)
     console.print(f"[green]done[/] → {run_dir}")

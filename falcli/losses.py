@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from falcli.runtime import rand_shard  # the same draws with one process or several
+
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -52,8 +54,7 @@ ADVERSARIAL: dict[str, tuple[LossFn, LossFn, LossFn]] = {  # name → (D on real
 def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
                      fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017, Eq. 3): E[(‖∇D(x̂)‖₂ − 1)²] on random interpolates x̂."""
-    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    alpha = torch.rand(shape, device=real.device, dtype=real.dtype)
+    alpha = rand_shard(real.shape[0], *(1,) * (real.dim() - 1), device=real.device).to(real.dtype)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(mixed).float().sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from falcli.errors import FalError
 
@@ -35,3 +38,68 @@ def autocast(enabled: bool, device: torch.device):
 
 def to_device(raw: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in raw.items()}
+
+
+# --- several processes (torchrun) ---
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a torchrun job; one process without torchrun."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:  # only the main process writes files
+        return self.rank == 0
+
+
+_CURRENT = Processes()
+
+
+def current_processes() -> Processes:
+    return _CURRENT
+
+
+def start_processes(device_name: str) -> tuple[Processes, torch.device]:
+    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any.
+
+    NCCL on CUDA, gloo on the CPU; each process drives the GPU of its local rank.
+    """
+    global _CURRENT
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        _CURRENT = Processes()
+        return _CURRENT, pick_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    _CURRENT = Processes(rank, world, local_rank)
+    return _CURRENT, device
+
+
+def randn_shard(rows: int, *shape: int, device: torch.device) -> torch.Tensor:
+    """This process's `rows` of a (world·rows, *shape) standard normal draw.
+
+    Every process draws the whole global batch and keeps its slice, so a job of N processes sees exactly
+    the latents of one process with the same global batch, and all processes keep the same RNG state
+    (which makes a checkpoint resumable with any number of processes).
+    """
+    full = torch.randn(rows * _CURRENT.world, *shape, device=device)
+    return full[_CURRENT.rank * rows:(_CURRENT.rank + 1) * rows]
+
+
+def rand_shard(rows: int, *shape: int, device: torch.device) -> torch.Tensor:
+    """As randn_shard, for uniform [0, 1) draws (augmentation parameters)."""
+    full = torch.rand(rows * _CURRENT.world, *shape, device=device)
+    return full[_CURRENT.rank * rows:(_CURRENT.rank + 1) * rows]
+
+
+def barrier() -> None:
+    if _CURRENT.world > 1:
+        dist.barrier()

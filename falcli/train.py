@@ -24,7 +24,7 @@ from falcli.data.loader import batch_stream
 from falcli.errors import FalError
 from falcli.feedback import unroll
 from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
-from falcli.runtime import autocast, pick_device, to_device, use_bf16
+from falcli.runtime import autocast, barrier, start_processes, to_device, use_bf16
 from falcli.tasks import TASKS
 
 ProgressFn = Callable[[int, int, "dict[str, float] | None"], None]  # (iterations done, total, logged stats)
@@ -46,9 +46,9 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     """Train `recipe` into its run folder and return the folder."""
     task = TASKS[recipe.task]
     cfg, fb = recipe.train, recipe.feedback
-    device = pick_device(options.device)
+    processes, device = start_processes(options.device)  # one process, or one of a torchrun job
     bf16 = use_bf16(cfg.precision, device)
-    run_dir, resumed = _open_run_dir(recipe, options)
+    run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
     start = resumed["iteration"] if resumed else 0
 
     # Networks and optimizers, rebuilt from the recipe (weights come from the checkpoint when resuming).
@@ -57,6 +57,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     if task.dims == 2 and device.type == "cuda":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay else None
+    G_train, D_train = _distribute(G, D, processes.world, device)  # what gradients flow through
     fused = device.type == "cuda"
     opt_G = torch.optim.Adam(G.parameters(), cfg.lr_generator, betas=cfg.betas, fused=fused)
     opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
@@ -64,7 +65,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
 
     # Data: the same batch order whether or not the run was interrupted.
     stream = batch_stream(task.make_dataset(recipe, "train"), cfg.batch_size, recipe.seed,
-                          start_iteration=start, workers=options.workers, pin_memory=device.type == "cuda")
+                          start_iteration=start, rank=processes.rank, world=processes.world,
+                          workers=options.workers, pin_memory=device.type == "cuda")
     preview = task.fixed_batch(recipe, device, 64)
     if resumed:
         G.load_state_dict(resumed["G"])
@@ -86,7 +88,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         # G step: unroll T passes and fool D at every step. D is frozen: it scores, it does not learn here.
         D.requires_grad_(False)
         with autocast(bf16, device):
-            out = unroll(G, D, batch.gen_input, batch.condition, fb.steps, fb, discriminate)
+            out = unroll(G_train, D, batch.gen_input, batch.condition, fb.steps, fb, discriminate)
             loss_G = torch.zeros((), device=device)
             for t, (weight, logits) in enumerate(zip(fb.weights, out.logits), start=1):
                 stats[f"loss/G/step{t}"] = g_loss(logits)
@@ -102,8 +104,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         fakes = [x.detach() for x in (out.samples if fb.discriminate == "all" else out.samples[-1:])]
         with autocast(bf16, device):
             real_input = discriminate(batch.real)
-            stats["loss/D/real"] = d_real_loss(D(real_input))
-            stats["loss/D/fake"] = sum(d_fake_loss(D(discriminate(x))) for x in fakes) / len(fakes)
+            stats["loss/D/real"] = d_real_loss(D_train(real_input))
+            stats["loss/D/fake"] = sum(d_fake_loss(D_train(discriminate(x))) for x in fakes) / len(fakes)
             loss_D = stats["loss/D/real"] + stats["loss/D/fake"]
             if recipe.loss.adversarial == "wgan-gp":
                 stats["loss/D/gp"] = gradient_penalty(D, real_input, discriminate(fakes[-1]))
@@ -125,14 +127,19 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         done = iteration + 1
         logged = None
         if done % cfg.log_every == 0 or done == cfg.iterations:
-            logged = _flush(run_dir, done, sums, window, time.perf_counter() - window_start, opt_G, cfg)
+            logged = _flush(run_dir if processes.is_main else None, done, sums, window,
+                            time.perf_counter() - window_start, opt_G)
             sums, window, window_start = {}, 0, time.perf_counter()
+        if not processes.is_main:  # the other processes only train; the main one writes
+            continue
         if (cfg.sample_every and done % cfg.sample_every == 0) or done == cfg.iterations:
-            _save_samples(task, G_ema if G_ema is not None else G, D, preview, recipe, run_dir / "samples" / f"iter-{done:07d}.png")
+            _save_samples(task, G_ema if G_ema is not None else G, D, preview, recipe,
+                          run_dir / "samples" / f"iter-{done:07d}.png")
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations:  # always right after a checked log line
             _save_checkpoint(run_dir, done, recipe, G, D, G_ema, opt_G, opt_D)
         if on_progress is not None:
             on_progress(done, cfg.iterations, logged)
+    barrier()
     return run_dir
 
 
@@ -169,15 +176,37 @@ def _set_learning_rates(opt_G, opt_D, cfg: TrainConfig, iteration: int) -> None:
 
 # --- bookkeeping ---
 
-def _open_run_dir(recipe: Recipe, options: RunOptions) -> tuple[Path, dict | None]:
-    """Create a fresh run folder, or open an existing one for resuming. Never overwrites earlier results."""
+def _distribute(G: nn.Module, D: nn.Module, world: int, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """DDP wrappers under torchrun (gradients averaged across processes); the modules themselves otherwise.
+
+    The G step calls the *unwrapped* D: D is frozen there, and a DDP module whose parameters get no gradient
+    in a backward pass would wait for them forever. static_graph lets G and D run several forward passes
+    (one per feedback step) before their single backward.
+    """
+    if world == 1:
+        return G, D
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if device.type == "cuda":  # batch statistics over the global batch, as with one process
+        G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(G, device_ids=ids, static_graph=True), DDP(D, device_ids=ids, static_graph=True)
+
+
+def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> tuple[Path, dict | None]:
+    """Create a fresh run folder, or open an existing one for resuming. Never overwrites earlier results.
+
+    Every process checks; then only the main process writes, after all have checked.
+    """
     if options.resume is None:
         run_dir = options.out or Path("runs") / recipe.name
         if run_dir.exists() and any(run_dir.iterdir()):
             raise FalError(f"{run_dir} already holds a run; continue it with --resume auto, "
                            f"or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        barrier()
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
         return run_dir, None
 
     if options.resume == "auto":
@@ -193,7 +222,7 @@ def _open_run_dir(recipe: Recipe, options: RunOptions) -> tuple[Path, dict | Non
         run_dir = options.out or path.parent.parent
     _check_resumable(payload, recipe, path)
     stored = run_dir / "recipe.yaml"
-    if not stored.exists() or stored.read_text() != recipe_to_yaml(recipe):
+    if is_main and (not stored.exists() or stored.read_text() != recipe_to_yaml(recipe)):
         (run_dir / f"recipe-resumed-at-{payload['iteration']:07d}.yaml").write_text(recipe_to_yaml(recipe))
     return run_dir, payload
 
@@ -212,22 +241,27 @@ def _check_resumable(payload: dict, recipe: Recipe, path: Path) -> None:
                        f"--set train.iterations=N (N > {payload['iteration']})")
 
 
-def _flush(run_dir: Path, done: int, sums: dict, window: int, seconds: float, opt_G, cfg) -> dict[str, float]:
+def _flush(run_dir: Path | None, done: int, sums: dict, window: int, seconds: float, opt_G) -> dict[str, float]:
+    """Average the interval's losses (over processes too), check them, and append a metrics.jsonl line."""
     keys = sorted(sums)
-    values = torch.stack([sums[k] for k in keys]).div(window).tolist()  # the one host sync per interval
-    logged = dict(zip(keys, values))
+    values = torch.stack([sums[k] for k in keys]).div(window)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(values)
+        values /= torch.distributed.get_world_size()
+    logged = dict(zip(keys, values.tolist()))  # the one host sync per interval
     _check_finite(run_dir, done, logged)
     logged["time/iteration_ms"] = 1000.0 * seconds / window
     logged["lr/G"] = opt_G.param_groups[0]["lr"]
-    with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps({"kind": "train", "iteration": done, **logged}) + "\n")
+    if run_dir is not None:
+        with open(run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps({"kind": "train", "iteration": done, **logged}) + "\n")
     return logged
 
 
-def _check_finite(run_dir: Path, done: int, values: dict[str, float]) -> None:
+def _check_finite(run_dir: Path | None, done: int, values: dict[str, float]) -> None:
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if bad:
-        kept = checkpoint.list_checkpoints(run_dir / "checkpoints")
+        kept = checkpoint.list_checkpoints(run_dir / "checkpoints") if run_dir is not None else []
         last = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written yet"
         raise TrainingDiverged(f"iteration {done}: {bad[0]} is not finite; {last}. Lower the learning rates "
                                f"or try another loss.adversarial, then --resume")

@@ -2,7 +2,7 @@
 
 The order is a pure function of (seed, iteration): epoch e uses randperm(n) seeded by (seed, e). Resuming at
 iteration i therefore continues with exactly the batches an uninterrupted run would have seen, with any
-number of processes (each rank takes a strided share of the same global batch).
+number of processes (rank r takes the r-th contiguous share of the same global batch).
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ class EpochBatches(Sampler[list[int]]):
         if size < batch_size:
             raise FalError(f"the dataset has {size} items, fewer than train.batch_size={batch_size}; "
                            f"lower the batch size or add data")
+        if batch_size % world:
+            raise FalError(f"train.batch_size={batch_size} must be divisible by the {world} processes")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.start_iteration, self.rank, self.world = start_iteration, rank, world
 
@@ -33,7 +35,8 @@ class EpochBatches(Sampler[list[int]]):
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(self.size, generator=generator)
             for start in range(position * self.batch_size, per_epoch * self.batch_size, self.batch_size):
-                yield order[start:start + self.batch_size][self.rank::self.world].tolist()
+                share = self.batch_size // self.world
+                yield order[start + self.rank * share:start + (self.rank + 1) * share].tolist()
             iteration = (epoch + 1) * per_epoch
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from falcli.errors import FalError
 from falcli.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.metrics.toy import toy_metrics
+from falcli.runtime import randn_shard
 from falcli.tasks.base import Batch
 
 
@@ -138,7 +139,7 @@ class ToyTask:
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         real = raw["real"]
-        z = torch.randn(len(real), recipe.model.latent_dim, device=real.device)
+        z = randn_shard(len(real), recipe.model.latent_dim, device=real.device)
         return Batch(real=real, gen_input=z)
 
     def fixed_batch(self, recipe, device: torch.device, count: int) -> Batch:
