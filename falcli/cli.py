@@ -5,6 +5,7 @@ become one red line and exit code 2.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -132,11 +133,27 @@ def prepare(
     raw: Annotated[Path | None, typer.Option(help="The raw download: archive or folder")] = None,
     out: OutOpt = None,
     size: Annotated[int | None, typer.Option(help="Output size in pixels or voxels")] = None,
-    classes: Annotated[str | None, typer.Option(help="Comma-separated classes (shapenet)")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes (shapenet, primitives)")] = None,
     splits: Annotated[Path | None, typer.Option(help="splits.mat for NYU [default: next to the .mat]")] = None,
+    count: Annotated[int | None, typer.Option(help="Training items of a built-in dataset [default: 2000]")] = None,
 ) -> None:
-    """Convert a raw dataset into fal's prepared format (never downloads)."""
-    raise FalError("`fal prepare` is not built yet in this version")
+    """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
+    from falcli.console import console, progress_bar
+    from falcli.prepare import prepare as run_prepare
+
+    out = out or Path("data") / dataset
+    class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    with contextlib.ExitStack() as stack:
+        bars: dict = {}
+
+        def progress(description: str, done: int, total: int) -> None:
+            if "update" not in bars:  # opened on first use, so argument errors print no empty bar
+                bars["update"] = stack.enter_context(progress_bar(description, total))
+            bars["update"](done, max(total, 1), None, description=description)
+
+        path = run_prepare(dataset, raw, out, size=size, classes=class_list, splits_file=splits,
+                           progress=progress, count=count)
+    console.print(f"[green]done[/] → {path}")
 
 
 @app.command()

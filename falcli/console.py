@@ -45,8 +45,8 @@ def progress_bar(description: str, total: int) -> Iterator:
     with Progress(*columns, console=console, transient=False) as progress:
         task_id = progress.add_task(description, total=total, stats="")
 
-        def update(done: int, total: int, stats: dict | None = None) -> None:
-            fields = {}
+        def update(done: int, total: int, stats: dict | None = None, description: str | None = None) -> None:
+            fields = {"description": description} if description else {}
             if stats:
                 shown = [f"{k.split('/', 1)[1]}={v:.3f}" for k, v in stats.items()
                          if k in ("loss/G", "loss/D")]

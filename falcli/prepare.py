@@ -14,7 +14,10 @@ from falcli.formats.cityscapes import prepare_cityscapes
 from falcli.formats.nyu import prepare_nyu
 from falcli.formats.pix2pix import prepare_pix2pix
 from falcli.formats.shapenet import prepare_shapenet
-from falcli.formats.store import Progress, check_new_output
+from falcli.data.primitives import make_primitives, meta as primitives_meta
+from falcli.data.shapes import make_shapes, meta as shapes_meta
+from falcli.data.streets import make_streets, meta as streets_meta
+from falcli.formats.store import Progress, check_new_output, write_dataset
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class PrepareOptions:
     classes: list[str] | None = None
     splits_file: Path | None = None
     progress: Progress | None = None
+    count: int | None = None            # built-in datasets: training items (validation gets a tenth)
 
 
 Preparer = Callable[[Path | None, Path, PrepareOptions], Path]
@@ -39,7 +43,7 @@ def _raw(dataset: str, raw: Path | None, what: str) -> Path:
 def _only(dataset: str, options: PrepareOptions, classes: bool = False, splits: bool = False) -> None:
     """Refuse options that this dataset would silently ignore."""
     if options.classes is not None and not classes:
-        raise FalError(f"--classes does not apply to {dataset} (only to shapenet); drop it")
+        raise FalError(f"--classes does not apply to {dataset} (only to shapenet and primitives); drop it")
     if options.splits_file is not None and not splits:
         raise FalError(f"--splits does not apply to {dataset} (only to nyu); drop it")
 
@@ -79,6 +83,30 @@ def _shapenet(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
     return prepare_shapenet(_raw("shapenet", raw, where), out, o.size or 32, o.classes, o.progress)
 
 
+def _builtin(name: str, make: Callable, meta: Callable, default_size: int, classes: bool = False) -> Preparer:
+    """A preparer that writes a built-in procedural dataset to disk (train seed 0, val seed 1)."""
+    def preparer(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
+        if raw is not None:
+            raise FalError(f"{name} is built in (generated, nothing to convert); drop --raw")
+        _only(name, o, classes=classes)
+        count = o.count or 2000
+        extra = {"classes": o.classes} if classes and o.classes else {}
+        splits = {}
+        for split, n, seed in (("train", count, 0), ("val", max(1, count // 10), 1)):
+            if o.progress:
+                o.progress(f"{name} {split}", 0, n)
+            splits[split] = make(n, o.size or default_size, seed=seed, **extra)
+            if o.progress:
+                o.progress(f"{name} {split}", n, n)
+        if classes and o.classes:
+            meta(o.classes)  # validates the names
+        info = meta()  # labels index the full class list, even when only some classes were generated
+        return write_dataset(out, info["kind"], name, splits, {**info, "size": o.size or default_size},
+                             names={s: [f"{name}-{i:06d}" for i in range(len(next(iter(a.values()))))]
+                                    for s, a in splits.items()})
+    return preparer
+
+
 PREPARERS: dict[str, Preparer] = {
     "cityscapes": _cityscapes,
     "nyu": _nyu,
@@ -86,12 +114,15 @@ PREPARERS: dict[str, Preparer] = {
     "images": _images,
     "pix2pix": _pix2pix,
     "shapenet": _shapenet,
+    "streets": _builtin("streets", make_streets, streets_meta, 64),
+    "shapes": _builtin("shapes", make_shapes, shapes_meta, 32),
+    "primitives": _builtin("primitives", make_primitives, primitives_meta, 32, classes=True),
 }
 
 
 def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = None,
             classes: list[str] | None = None, splits_file: Path | None = None,
-            progress: Progress | None = None) -> Path:
+            progress: Progress | None = None, count: int | None = None) -> Path:
     """Prepare `dataset` from `raw` into `out` (never overwritten, written atomically); returns `out`."""
     if dataset not in PREPARERS:
         raise FalError(f"unknown dataset {dataset!r}; choose one of: {', '.join(PREPARERS)}")
@@ -103,5 +134,7 @@ def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = Non
         raise FalError(f"{splits_file}: no such file (--splits)")
     out = Path(out)
     check_new_output(out)
-    options = PrepareOptions(size=size, classes=classes, splits_file=splits_file, progress=progress)
+    if count is not None and (count < 1 or dataset not in ("streets", "shapes", "primitives")):
+        raise FalError("--count applies to the built-in datasets (streets, shapes, primitives) and must be >= 1")
+    options = PrepareOptions(size=size, classes=classes, splits_file=splits_file, progress=progress, count=count)
     return PREPARERS[dataset](Path(raw) if raw is not None else None, out, options)

@@ -98,3 +98,17 @@ def test_toy_quick_writes_figure_and_table(tmp_path):
     assert [(row["model"], row["step"]) for row in table["rows"]] == [("GAN", 1), ("FAL", 1), ("FAL", 2),
                                                                       ("FAL", 3)]
     assert "modes covered" in result.output
+
+
+def test_prepare_builtin_and_errors(tmp_path):
+    result = invoke("prepare", "streets", "--out", tmp_path / "streets", "--count", "4", "--size", "32")
+    assert result.exit_code == 0, result.output
+    from falcli.formats.store import load_split, read_meta
+    meta = read_meta(tmp_path / "streets")
+    assert meta["splits"] == {"train": 4, "val": 1} and meta["kind"] == "paired"
+    assert load_split(tmp_path / "streets", "train")["photo"].shape == (4, 32, 32, 3)
+    again = invoke("prepare", "streets", "--out", tmp_path / "streets", "--count", "4")
+    assert again.exit_code == 2 and "error:" in again.output
+    missing = invoke("prepare", "cityscapes", "--out", tmp_path / "cs")
+    assert missing.exit_code == 2 and "needs --raw PATH" in missing.output
+    assert not (tmp_path / "cs").exists()

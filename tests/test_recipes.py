@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from falcli.config import load_recipe
+from falcli.judges import JUDGES
 from falcli.tasks import TASKS
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -18,5 +19,5 @@ def test_there_are_recipes():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipe_loads(path):
     recipe = load_recipe(path)
-    assert recipe.task in TASKS
+    assert recipe.task in TASKS or recipe.task in JUDGES
     assert recipe.name == path.stem
