@@ -70,16 +70,18 @@ def feedback_input(logits: torch.Tensor, previous: torch.Tensor, condition: torc
 
 
 def unroll(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch.Tensor | None, steps: int,
-           cfg: FeedbackConfig, discriminator_input: Callable[[torch.Tensor], torch.Tensor]) -> Unrolled:
+           cfg: FeedbackConfig, discriminator_input: Callable[[torch.Tensor], torch.Tensor],
+           initial: torch.Tensor | None = None) -> Unrolled:
     """Run G for `steps` passes, each after the first reading D's map of the previous output.
 
     D scores every step once; those maps serve both as the next step's feedback and as the G loss's logits,
-    so a training step costs T generator and T discriminator passes.
+    so a training step costs T generator and T discriminator passes. `initial`, when given, stands in for
+    step 1's output: `fal refine` starts the loop from a sample that already exists.
     """
     samples, logits = [], []
     feedback = None
     for t in range(steps):
-        sample = G(gen_input, feedback)
+        sample = initial if t == 0 and initial is not None else G(gen_input, feedback)
         score = D(discriminator_input(sample))
         samples.append(sample)
         logits.append(score)

@@ -84,3 +84,15 @@ def test_feedback_input_channels_follow_options():
     assert full.shape == (2, 1 + 3 + 5, 16, 16)
     bare = feedback_input(logits, previous, condition, FeedbackConfig(feed_previous=False, feed_condition=False))
     assert bare.shape == (2, 1, 16, 16)
+
+
+def test_unroll_can_start_from_an_existing_sample(toy_recipe):
+    recipe, G, D = networks(toy_recipe)
+    for ast in G.feedback.transforms.values():
+        torch.nn.init.normal_(ast.gamma.weight, std=0.5)
+    z, given = torch.randn(5, 4), torch.randn(5, 2)
+    out = unroll(G, D, z, None, 3, recipe.feedback, lambda x: x, initial=given)
+    assert out.samples[0] is given
+    assert torch.equal(out.logits[0], D(given))
+    fresh = unroll(G, D, z, None, 3, recipe.feedback, lambda x: x)
+    assert not torch.allclose(out.samples[1], fresh.samples[1])  # step 2 fixes *the given* sample
