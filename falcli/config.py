@@ -108,6 +108,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class MethodConfig:
+    """FAL's successors, as switches that combine with feedback.steps (all off = the plain GAN)."""
+
+    eqgan_sa: bool = False              # EqGAN-SA (Wang et al., CVPR 2022): heatmap-driven spatial encoding in G
+                                        # and alignment of D's Grad-CAM attention with the heatmaps
+    align_weight: float = 1.0           # EqGAN-SA alignment-loss weight (the official code uses 1)
+    align_threshold: float = 0.25       # EqGAN-SA hard-pixel mining: mean over errors above this, if any
+    glead: bool = False                 # GLeaD (Bai et al., CVPR 2023): D must extract what the frozen G decodes
+                                        # back into the input image
+    glead_real_weight: float = 10.0     # GLeaD reconstruction weight on real images
+    glead_fake_weight: float = 3.0      # GLeaD reconstruction weight on generated images
+    glead_distance: Literal["lpips", "mse"] = "lpips"  # lpips needs the AlexNet trunk; mse is the fallback
+
+    def __post_init__(self) -> None:
+        for name in ("align_weight", "align_threshold", "glead_real_weight", "glead_fake_weight"):
+            if getattr(self, name) < 0:
+                raise FalError(f"method.{name} must be >= 0 (got {getattr(self, name)})")
+
+    @property
+    def any(self) -> bool:
+        return self.eqgan_sa or self.glead
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     metrics: tuple[str, ...] = ()       # metric names for `fal evaluate all`; empty = the task's defaults
     num_samples: int = 1000             # generated samples per feedback step
@@ -124,6 +148,7 @@ class Recipe:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
 
 
 # --- loading ---

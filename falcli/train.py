@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from falcli import checkpoint
+from falcli import checkpoint, methods
 from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream
 from falcli.errors import FalError
@@ -46,6 +46,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     """Train `recipe` into its run folder and return the folder."""
     task = TASKS[recipe.task]
     cfg, fb = recipe.train, recipe.feedback
+    methods.check(task, recipe)
     processes, device = start_processes(options.device)  # one process, or one of a torchrun job
     bf16 = use_bf16(cfg.precision, device)
     run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
@@ -96,11 +97,16 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
             for name, term in task.extra_generator_losses(out, batch, recipe).items():
                 stats[f"loss/G/{name}"] = term
                 loss_G = loss_G + term
+            for name, term in methods.generator_terms(recipe, G_train, D, out, batch).items():
+                stats[f"loss/G/{name}"] = term
+                loss_G = loss_G + term
         _step(opt_G, loss_G)
         D.requires_grad_(True)
         stats["loss/G"] = loss_G
 
-        # D step: reals against the detached fakes of every step (or of the last step only).
+        # D step: reals against the detached fakes of every step (or of the last step only). G is frozen:
+        # methods that run G here (GLeaD's decoding) must not train it.
+        G.requires_grad_(False)
         fakes = [x.detach() for x in (out.samples if fb.discriminate == "all" else out.samples[-1:])]
         with autocast(bf16, device):
             real_input = discriminate(batch.real)
@@ -114,7 +120,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
                 # Lazy R1 (StyleGAN2 §B): applied every N iterations, so weighted N times to keep its strength.
                 stats["loss/D/r1"] = r1_penalty(D, real_input)
                 loss_D = loss_D + recipe.loss.r1_weight * recipe.loss.r1_every * stats["loss/D/r1"]
+            for name, term in methods.discriminator_terms(recipe, G, D_train, real_input, fakes, batch).items():
+                stats[f"loss/D/{name}"] = term
+                loss_D = loss_D + term
         _step(opt_D, loss_D)
+        G.requires_grad_(True)
         stats["loss/D"] = loss_D
 
         if G_ema is not None:

@@ -195,3 +195,9 @@ def test_short_toy_run_covers_more_modes_than_at_start(tmp_path, toy_recipe):
                                        torch.device("cpu"))
     after = task.evaluate(G, D, recipe, torch.device("cpu"), 2, 1000)
     assert max(step["modes_covered"] for step in after) > before
+
+
+def test_method_unsupported_by_task_is_refused_before_writing(tmp_path, toy_recipe):
+    with pytest.raises(FalError, match="method.glead: not available for the 'toy' task"):
+        run(toy_recipe("method.glead=true"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
