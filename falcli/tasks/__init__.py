@@ -10,10 +10,16 @@ train.py should not need to change. If it does, extend the Task protocol in task
 from __future__ import annotations
 
 from falcli.tasks.base import Batch, Task
+from falcli.tasks.image import ImageTask
 from falcli.tasks.toy import ToyTask
+from falcli.tasks.translation import TranslationTask
+from falcli.tasks.voxel import VoxelTask
 
 TASKS: dict[str, Task] = {
     "toy": ToyTask(),
+    "translation": TranslationTask(),
+    "voxel": VoxelTask(),
+    "image": ImageTask(),
 }
 
 __all__ = ["TASKS", "Batch", "Task"]

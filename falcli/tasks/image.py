@@ -1,0 +1,274 @@
+"""Unconditional image generation (FAL on CelebA 64²): a DCGAN generator with ASTs and a patch discriminator.
+
+G: z → 4×4 → transposed-conv stages (×2 each, BN + ReLU) → tanh image. Stage k has resolution 4·2^k; an AST
+modulates the chosen stages after their normalisation (default: the stages at ¼ and ½ output resolution).
+D: a DCGAN conv stack that stops at a `d_map_size`² map of logits (no global pooling), so its verdict is
+spatial: the same map drives the adversarial loss and, upsampled to the image, is the feedback of step t+1.
+Data: a folder written by `fal prepare celeba|images`, or the built-in `shapes` (generated, no download).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from falcli.errors import FalError
+from falcli.feedback import Unrolled, make_feedback_modules
+from falcli.nn.dims import conv_transpose_nd, norm_nd
+from falcli.runtime import rand_shard, randn_shard
+from falcli.tasks.base import Batch
+
+IMAGE_SIZES = (32, 64, 128)
+SHAPES_SEEDS = {"train": 0, "val": 1, "test": 2}  # fixed: every run and the judge see the same shapes
+PREVIEW_COLUMNS = 16                    # samples per step shown in a sample picture
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where images come from; shared by the image task and the image-classifier judge."""
+
+    source: Literal["prepared", "shapes"] = "prepared"  # a `fal prepare` folder, or built-in shapes (no download)
+    root: Path = Path("data/celeba")    # the prepared folder (source: prepared), e.g. `fal prepare celeba --out …`
+    image_size: int = 64                # 32, 64 or 128 px; must equal the prepared images' size
+    shapes_train: int = 10_000          # source: shapes — images generated for the train split
+    shapes_val: int = 2_000             # source: shapes — images of the val split (the FID reference)
+
+    def __post_init__(self) -> None:
+        if self.image_size not in IMAGE_SIZES:
+            raise FalError(f"data.image_size must be 32, 64 or 128 (got {self.image_size})")
+        if self.shapes_train < 1 or self.shapes_val < 1:
+            raise FalError("data.shapes_train and data.shapes_val must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig(ImageSource):
+    flip: bool = True                   # random horizontal flips of the training images
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_dim: int = 100               # size of z
+    g_channels: int = 64                # G width at the last stage (DCGAN ngf), doubled at each lower stage
+    d_channels: int = 64                # D width at the first layer (DCGAN ndf), doubled per downsampling
+    d_map_size: int | None = None       # side of D's logit map (2 … image_size/2); None = image_size/8 (8×8 at 64²)
+    d_norm: Literal["instance", "batch", "none"] = "instance"  # per-image norm keeps D's verdict (the fed-back
+    #                                     signal) independent of the batch and equal in train and eval mode
+
+    def __post_init__(self) -> None:
+        if min(self.latent_dim, self.g_channels, self.d_channels) < 1:
+            raise FalError("model.latent_dim, model.g_channels and model.d_channels must be >= 1")
+        if self.d_map_size is not None and (self.d_map_size < 2 or self.d_map_size & (self.d_map_size - 1)):
+            raise FalError(f"model.d_map_size must be a power of two >= 2, a spatial verdict (got {self.d_map_size})")
+
+    def map_size(self, image_size: int) -> int:
+        return self.d_map_size if self.d_map_size is not None else image_size // 8
+
+
+def generator_stages(image_size: int) -> int:
+    """Stages of G: the 4×4 projection plus one per doubling below the output (32² → 3, 64² → 4)."""
+    return int(np.log2(image_size // 4))
+
+
+def default_placement(image_size: int) -> tuple[int, ...]:
+    """The stages at ¼ and ½ of the output resolution (methods.md §0)."""
+    last = generator_stages(image_size) - 1
+    return (last - 1, last)
+
+
+# --- data ---
+
+def load_images(data: ImageSource, split: str) -> dict[str, np.ndarray]:
+    """A split's fields: images (N, S, S, 3) uint8 (a memmap for prepared data) and labels (N,) if present.
+
+    Prepared folders without a val split (`fal prepare images` writes train only) fall back to train when
+    val is asked for; the evaluation then compares with training images.
+    """
+    if data.source == "shapes":
+        from falcli.data.shapes import make_shapes
+
+        count = data.shapes_train if split == "train" else data.shapes_val
+        return make_shapes(count, data.image_size, SHAPES_SEEDS.get(split, SHAPES_SEEDS["test"]))
+    from falcli.formats.store import load_split, read_meta
+
+    root = Path(data.root)
+    if not (root / "meta.json").is_file():
+        raise FalError(f"data.root {root}: no prepared dataset there; make it with `fal prepare celeba --raw PATH "
+                       f"--out {root}` (or `fal prepare images`), or set data.root")
+    meta = read_meta(root)
+    if meta["kind"] != "images" or "images" not in meta["fields"]:
+        raise FalError(f"data.root {root}: a {meta['kind']!r} dataset, but the image task needs an images dataset "
+                       f"(`fal prepare celeba` or `fal prepare images`)")
+    if split not in meta["splits"] and split == "val":
+        split = "train"
+    arrays = load_split(root, split)
+    size = arrays["images"].shape[1]
+    if size != data.image_size:
+        raise FalError(f"data.image_size is {data.image_size} but {root} holds {size}×{size} images; set "
+                       f"data.image_size: {size}, or prepare again with --size {data.image_size}")
+    return arrays
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """uint8 images (N, S, S, 3), in memory or memmapped; `__getitems__` stacks a whole batch at once."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"images": torch.from_numpy(np.array(self.images[index]))}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return {"images": torch.from_numpy(np.ascontiguousarray(self.images[np.sort(indices)]))}
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, S, S, 3) → float (B, 3, S, S) in [-1, 1]."""
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+# --- networks ---
+
+class ImageGenerator(nn.Module):
+    """DCGAN generator; `feedback` (FeedbackModules or None) modulates the chosen stages after their norm."""
+
+    def __init__(self, model: ModelConfig, image_size: int, feedback: nn.Module | None):
+        super().__init__()
+        n = generator_stages(image_size)
+        widths = [model.g_channels * 2 ** (n - 1 - k) for k in range(n)]  # 64²: 512, 256, 128, 64
+        self.stages = nn.ModuleList()
+        for k, width in enumerate(widths):
+            conv = (conv_transpose_nd(2, model.latent_dim, width, 4, 1, 0, bias=False) if k == 0
+                    else conv_transpose_nd(2, widths[k - 1], width, 4, 2, 1, bias=False))
+            self.stages.append(nn.Sequential(conv, norm_nd(2, "batch", width)))
+        self.out = conv_transpose_nd(2, widths[-1], 3, 4, 2, 1, bias=False)
+        self.feedback = feedback
+        self.stage_channels = dict(enumerate(widths))
+
+    def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, Z), feedback (B, F, S, S) or None → image (B, 3, S, S) in [-1, 1]."""
+        encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback else None
+        h = z[:, :, None, None]
+        for stage, block in enumerate(self.stages):
+            h = block(h)
+            if self.feedback is not None:
+                h = self.feedback.apply(stage, h, encoded)
+            h = torch.relu(h)
+        return torch.tanh(self.out(h))
+
+
+class PatchDiscriminator(nn.Module):
+    """DCGAN discriminator cut at a map_size² resolution: image (B, 3, S, S) → logits (B, 1, m, m)."""
+
+    def __init__(self, model: ModelConfig, image_size: int):
+        super().__init__()
+        map_size = model.map_size(image_size)
+        layers: list[nn.Module] = []
+        width, size, out = 3, image_size, model.d_channels
+        while size > map_size:  # stride-2 4×4 convolutions, DCGAN style: no norm on the first one
+            layers += [nn.Conv2d(width, out, 4, 2, 1, bias=False)]
+            if width != 3:
+                layers.append(norm_nd(2, model.d_norm, out))
+            layers.append(nn.LeakyReLU(0.2))
+            width, size, out = out, size // 2, min(out * 2, model.d_channels * 8)
+        layers.append(nn.Conv2d(width, 1, 3, 1, 1))  # one logit per patch, no global pooling
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) convolutions and N(1, 0.02) norm scales (Radford et al. 2016, §4)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)) and module.weight is not None:
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+# --- the task ---
+
+class ImageTask:
+    name = "image"
+    DataConfig = DataConfig
+    ModelConfig = ModelConfig
+    dims = 2
+
+    def validate(self, recipe) -> None:
+        if recipe.loss.l1_weight:
+            raise FalError("loss.l1_weight: unconditional images have no target to compare with; remove the key")
+        size, stages = recipe.data.image_size, generator_stages(recipe.data.image_size)
+        placement = recipe.feedback.placement
+        if placement is not None and any(not 0 <= s < stages for s in placement):
+            raise FalError(f"feedback.placement: {size}² generators have stages 0..{stages - 1} "
+                           f"(stage k works at {4}·2^k px); default {list(default_placement(size))}")
+        map_size = recipe.model.map_size(size)
+        if not 2 <= map_size <= size // 2:
+            raise FalError(f"model.d_map_size must be between 2 and {size // 2} for {size}² images (got {map_size})")
+
+    def make_dataset(self, recipe, split: str) -> torch.utils.data.Dataset:
+        return ImageDataset(load_images(recipe.data, split)["images"])
+
+    def make_networks(self, recipe) -> tuple[nn.Module, nn.Module]:
+        torch.manual_seed(recipe.seed)
+        size = recipe.data.image_size
+        G = ImageGenerator(recipe.model, size, feedback=None)
+        D = PatchDiscriminator(recipe.model, size)
+        G.apply(_dcgan_init), D.apply(_dcgan_init)
+        # Feedback modules come last, from their own RNG stream: the backbone and D are the same with T = 1.
+        placement = recipe.feedback.placement or default_placement(size)
+        G.feedback = make_feedback_modules(recipe.feedback, {s: G.stage_channels[s] for s in placement},
+                                           out_channels=3, cond_channels=0, dims=2, seed=recipe.seed)
+        return G, D
+
+    def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
+        real = to_unit_range(raw["images"])
+        if training and recipe.data.flip:
+            flip = rand_shard(len(real), device=real.device) < 0.5
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        z = randn_shard(len(real), recipe.model.latent_dim, device=real.device)
+        return Batch(real=real, gen_input=z)
+
+    def fixed_batch(self, recipe, device: torch.device, count: int) -> Batch:
+        """Latents from their own generator (the same for a plain and a FAL run of one seed) and val images."""
+        generator = torch.Generator().manual_seed(recipe.seed + 1)
+        z = torch.randn(count, recipe.model.latent_dim, generator=generator)
+        data = dataclasses.replace(recipe.data, shapes_val=PREVIEW_COLUMNS)  # shapes: generate only those shown
+        shown = load_images(data, "val")["images"][:PREVIEW_COLUMNS]
+        real = to_unit_range(torch.from_numpy(np.array(shown)))
+        real = real[torch.arange(count) % len(real)]
+        return Batch(real=real.to(device), gen_input=z.to(device))
+
+    def discriminator_input(self, sample: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return sample
+
+    def extra_generator_losses(self, unrolled: Unrolled, batch: Batch, recipe) -> dict[str, torch.Tensor]:
+        return {}
+
+    def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
+        """Rows: real images, then for each step t its samples and D's map on them (red = fake, blue = real)."""
+        from falcli.pictures import heatmap, save_png, tile, to_uint8
+
+        count = min(PREVIEW_COLUMNS, len(batch.gen_input))
+        size = tuple(unrolled.samples[0].shape[2:])
+        rows = [list(to_uint8(batch.real[:count]))]
+        for sample, logits in zip(unrolled.samples, unrolled.logits):
+            rows.append(list(to_uint8(sample[:count])))
+            rows.append(list(heatmap(logits[:count], size)))
+        save_png(tile(rows), path)
+
+    def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
+                 num_samples: int) -> list[dict[str, float]]:
+        """Per step: mean D logit; FID in the shapes judge's feature space (shapes data); Inception FID when
+        its weights are on disk and there are >= 2048 images per side. References: the val split."""
+        from falcli.evaluate_fid import evaluate_image_steps
+
+        return evaluate_image_steps(self, G, D, recipe, device, steps, num_samples)
