@@ -1,0 +1,336 @@
+"""`fal evaluate fid A B`: FID (and KID) between image folders, pytorch-fid `.npz` statistics and checkpoints.
+
+A and B are each a folder of images, an `.npz` with mu and sigma, or a `.pt` checkpoint — whose samples are
+generated on the fly, one FID per feedback step. Features come from pytorch-fid's FID Inception (weights from
+the torch hub cache or --weights, checked against the official SHA-256) or from a judge's feature space.
+
+Faster than pytorch-fid's own pipeline with the same value: images are decoded to uint8 in parallel workers
+and resized on the device inside the network (4× less data than float batches), and the trace term is taken
+from eigenvalues instead of scipy's sqrtm (falcli/metrics/fid.py).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from falcli.errors import FalError
+from falcli.feedback import unroll
+from falcli.metrics import fid as fidlib
+from falcli.runtime import pick_device
+
+INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
+
+
+@dataclass
+class FeatureSpace:
+    """A feature extractor for uint8 image batches (B, 3, H, W) → (B, dims), and what it is."""
+
+    name: str                           # "inception" or "judge"
+    dims: int
+    extract: Callable[[Iterable[torch.Tensor]], np.ndarray]
+    info: dict                          # the protocol: network, weights, hash, official, resize …
+    image_size: int | None = None       # a judge scores only images of its training size
+
+
+@dataclass
+class Side:
+    """One side of the comparison: statistics per step (one entry unless it is a checkpoint)."""
+
+    label: str                          # what it is, for the report
+    stats: list[tuple[np.ndarray, np.ndarray]]
+    features: list[np.ndarray] | None   # None for .npz statistics (no KID possible)
+    count: int | None                   # images per step (None for .npz)
+    steps: list[int] | None = None      # feedback steps of a checkpoint's samples
+
+
+# --- feature spaces ---
+
+def inception_space(dims: int, weights: Path | None, allow_unofficial: bool, device: torch.device,
+                    random_weights: bool = False) -> FeatureSpace:
+    model, info = fidlib.load_inception(dims, weights, allow_unofficial, random_weights, device)
+    info = {**info, "feature_space": "inception", "comparable": bool(info["official"])}
+    return FeatureSpace("inception", dims, partial(fidlib.extract_features, model=model, device=device), info)
+
+
+def judge_space(path: Path | None, device: torch.device, image_size: int | None = None) -> FeatureSpace:
+    """A judge's penultimate features; path None = the shapes judge for `image_size` (trained on first use)."""
+    from falcli.judges.classifier import judge_features, load_judge, shapes_judge
+
+    if path is None:
+        if image_size is None:
+            raise FalError("--feature-space judge needs images to know the judge's size; pass judge:PATH")
+        net, size, where = shapes_judge(image_size, device), image_size, "default shapes judge"
+    else:
+        (net, size), where = load_judge(path, device), str(path)
+    dims = net.embed.out_features
+
+    def extract(batches: Iterable[torch.Tensor]) -> np.ndarray:
+        rows = [judge_features(batch, net, device) for batch in batches]
+        if not rows:
+            raise FalError("no images to extract judge features from; check the folder is not empty")
+        return np.concatenate(rows)
+
+    info = {"feature_space": "judge", "network": f"shapes-classifier penultimate features ({where})",
+            "weights": where, "dims": dims, "resize": f"none (the judge scores {size}² images only)",
+            "official": False, "comparable": False, "note": "comparable only between runs scored by this judge"}
+    return FeatureSpace("judge", dims, extract, info, image_size=size)
+
+
+def make_feature_space(spec: str, dims: int, weights: Path | None, allow_unofficial: bool,
+                       device: torch.device, image_size: int | None = None) -> FeatureSpace:
+    """'inception', 'judge' (the default shapes judge) or 'judge:PATH'."""
+    if spec == "inception":
+        return inception_space(dims, weights, allow_unofficial, device)
+    if spec == "judge":
+        return judge_space(None, device, image_size)
+    if spec.startswith("judge:"):
+        return judge_space(Path(spec[len("judge:"):]), device)
+    raise FalError(f"--feature-space {spec!r}: expected inception, judge or judge:PATH")
+
+
+# --- samples of a checkpoint ---
+
+@torch.no_grad()
+def generate_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
+                   num_samples: int, batch_size: int = 100) -> tuple[list[torch.Tensor], list[float]]:
+    """Samples of every feedback step as uint8 (N, 3, H, W) on the CPU, and D's mean logit per step.
+
+    Inputs are the task's fixed batch, so plain and FAL runs of one seed are scored on the same latents.
+    Quantised to uint8 exactly as saving PNGs would, so the FID equals that of the exported images.
+    """
+    from falcli.pictures import to_uint8
+    from falcli.tasks.base import Batch
+
+    if task.dims != 2:
+        raise FalError(f"FID scores images; task {task.name!r} does not make 2D images")
+    if num_samples < 1:
+        raise FalError(f"--num-samples must be >= 1 (got {num_samples})")
+    inputs = task.fixed_batch(recipe, torch.device("cpu"), num_samples)
+    images: list[list[torch.Tensor]] = [[] for _ in range(steps)]
+    logit_sums = [0.0] * steps
+    for start in range(0, num_samples, batch_size):
+        part = slice(start, start + batch_size)
+        chunk = Batch(real=inputs.real[part].to(device), gen_input=inputs.gen_input[part].to(device),
+                      condition=None if inputs.condition is None else inputs.condition[part].to(device))
+        out = unroll(G, D, chunk.gen_input, chunk.condition, steps, recipe.feedback,
+                     partial(task.discriminator_input, batch=chunk))
+        for t in range(steps):
+            images[t].append(torch.from_numpy(to_uint8(out.samples[t])).permute(0, 3, 1, 2))
+            logit_sums[t] += float(out.logits[t].float().mean(dim=tuple(range(1, out.logits[t].dim()))).sum())
+    return [torch.cat(x) for x in images], [s / num_samples for s in logit_sums]
+
+
+def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    return (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+
+
+def _statistics(features: np.ndarray, space: FeatureSpace, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if space.name == "judge" and len(features) < max(space.dims, 2):
+        raise FalError(f"{what}: {len(features)} images for the judge's {space.dims}-dim features gives a singular "
+                       f"covariance; use at least {max(space.dims, 2)} images")
+    try:
+        return fidlib.statistics(features)
+    except FalError as error:
+        raise FalError(f"{what}: {error}") from None
+
+
+# --- the sides A and B ---
+
+def _kind(path: Path) -> str:
+    if path.suffix == ".npz":
+        return "stats"
+    if path.suffix == ".pt":
+        return "checkpoint"
+    if path.is_dir():
+        return "folder"
+    if not path.exists():
+        raise FalError(f"{path}: no such folder or file (pass a folder of images, a .npz or a .pt checkpoint)")
+    raise FalError(f"{path}: not a folder of images, a .npz statistics file or a .pt checkpoint")
+
+
+def folder_side(path: Path, space: FeatureSpace, batch_size: int, workers: int) -> Side:
+    batches = fidlib.image_folder_batches(path, batch_size, workers)
+    if space.image_size is not None and batches.image_size != (space.image_size, space.image_size):
+        width, height = batches.image_size
+        raise FalError(f"{path}: {width}×{height} images, but the judge scores {space.image_size}² images only")
+    features = space.extract(batches)
+    return Side(f"folder {path} ({batches.count} images)", [_statistics(features, space, str(path))],
+                [features], batches.count)
+
+
+def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device: torch.device,
+                    steps: int | None, num_samples: int | None, batch_size: int) -> tuple[Side, FeatureSpace]:
+    from falcli import checkpoint
+    from falcli.tasks import TASKS
+
+    recipe, G, D, G_ema, payload = checkpoint.restore(path, device)
+    task = TASKS[recipe.task]
+    steps = steps or recipe.feedback.sampling_steps
+    num_samples = num_samples or recipe.evaluate.num_samples
+    images, _ = generate_steps(task, G_ema if G_ema is not None else G, D, recipe, device, steps, num_samples)
+    space = space_for(images[0].shape[-1])
+    if space.image_size is not None and images[0].shape[-1] != space.image_size:
+        raise FalError(f"{path}: makes {images[0].shape[-1]}² images, but the judge scores {space.image_size}² "
+                       f"images only")
+    features = [space.extract(_batches(x, batch_size)) for x in images]
+    stats = [_statistics(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)]
+    which = "G_ema" if G_ema is not None else "G"
+    label = f"checkpoint {path} (iteration {payload['iteration']}, {which}, {num_samples} samples per step)"
+    return Side(label, stats, features, num_samples, list(range(1, steps + 1))), space
+
+
+def stats_side(path: Path) -> Side:
+    mu, sigma = fidlib.load_stats(path)
+    return Side(f"statistics {path} (dims {mu.shape[0]})", [(mu, sigma)], None, None)
+
+
+# --- the command ---
+
+def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | None = None,
+                allow_unofficial: bool = False, kid: bool = False, save_stats: bool = False,
+                device: str = "auto", batch_size: int = 50, workers: int | None = None,
+                steps: int | None = None, num_samples: int | None = None,
+                feature_space: str = "inception") -> dict:
+    """FID (and KID) between A and B; one row per feedback step when a side is a checkpoint.
+
+    save_stats: as pytorch-fid's --save-stats, A is the source (folder or checkpoint) and B the `.npz` to
+    write (a checkpoint with several steps writes B-step1.npz, B-step2.npz, …); nothing is compared.
+    Returns {"rows": [{"step", "fid", ["kid", "kid_std"]}], "protocol": {...}, "saved": [paths]}.
+    """
+    if batch_size < 1:
+        raise FalError(f"--batch-size must be >= 1 (got {batch_size})")
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)  # pytorch-fid's default
+    torch_device = pick_device(device)
+    a, b = Path(a), Path(b)
+    kinds = [_kind(a), "stats" if save_stats else _kind(b)]
+    if save_stats:
+        if kinds[0] == "stats":
+            raise FalError(f"--save-stats: {a} already holds statistics; pass a folder of images or a checkpoint")
+        if b.suffix != ".npz":
+            raise FalError(f"--save-stats: the output {b} must end in .npz (pytorch-fid's format)")
+    elif kinds.count("checkpoint") == 2:
+        raise FalError("compare one checkpoint at a time: pass a folder or .npz as the other side")
+    if kid and "stats" in kinds and not save_stats:
+        which = a if kinds[0] == "stats" else b
+        raise FalError(f"--kid needs images on both sides, but {which} holds only statistics (mu, sigma)")
+
+    built: list[FeatureSpace] = []
+
+    def space_for(image_size: int | None) -> FeatureSpace:  # built once, when the first images need it
+        if not built:
+            built.append(make_feature_space(feature_space, dims, weights, allow_unofficial, torch_device,
+                                            image_size))
+        return built[0]
+
+    def resolve(path: Path, kind: str) -> Side:
+        if kind == "stats":
+            return stats_side(path)
+        if kind == "checkpoint":
+            return checkpoint_side(path, space_for, torch_device, steps, num_samples, batch_size)[0]
+        if feature_space == "judge":  # the default judge follows the folder's image size
+            space_for(fidlib.image_folder_batches(path, batch_size).image_size[0])
+        return folder_side(path, space_for(None), batch_size, workers)
+
+    side_a = resolve(a, kinds[0])
+    if save_stats:
+        return {"rows": [], "saved": _save(side_a, b), "protocol": _protocol(built[0], side_a, None)}
+    side_b = resolve(b, kinds[1])
+    space = built[0] if built else None
+    rows = []
+    for t in range(max(len(side_a.stats), len(side_b.stats))):
+        sa, sb = side_a.stats[min(t, len(side_a.stats) - 1)], side_b.stats[min(t, len(side_b.stats) - 1)]
+        row: dict = {"step": t + 1 if (side_a.steps or side_b.steps) else None,
+                     "fid": fidlib.frechet_distance(*sa, *sb)}
+        if kid:
+            fa = side_a.features[min(t, len(side_a.features) - 1)]
+            fb = side_b.features[min(t, len(side_b.features) - 1)]
+            row["kid"], row["kid_std"] = fidlib.kid(fa, fb)
+        rows.append(row)
+    return {"rows": rows, "saved": [], "protocol": _protocol(space, side_a, side_b)}
+
+
+def _save(side: Side, out: Path) -> list[str]:
+    """pytorch-fid --save-stats: write (mu, sigma); refuse to overwrite, as pytorch-fid 0.3.0 does."""
+    if len(side.stats) == 1:
+        targets = [out]
+    else:
+        targets = [out.with_name(f"{out.stem}-step{t}.npz") for t in side.steps]
+    for target in targets:
+        if target.exists():
+            raise FalError(f"{target}: already exists; choose another output or delete it")
+    return [str(fidlib.save_stats(target, *stats)) for target, stats in zip(targets, side.stats)]
+
+
+def _protocol(space: FeatureSpace | None, a: Side, b: Side | None) -> dict:
+    info = dict(space.info) if space is not None else {"feature_space": "from the .npz files"}
+    if space is not None and space.name == "inception":
+        info["label"] = ("official pytorch-fid Inception weights: comparable with published FIDs"
+                         if info["official"] else "NOT COMPARABLE: unofficial Inception weights")
+    elif space is not None:
+        info["label"] = "judge feature space: comparable only between runs scored by the same judge"
+    info["a"] = a.label
+    info["n_a"] = a.count
+    if b is not None:
+        info["b"] = b.label
+        info["n_b"] = b.count
+    return info
+
+
+# --- the image task's default evaluation ---
+
+def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
+                         num_samples: int, say=None) -> list[dict[str, float]]:
+    """Per step: `d_logit` (D's mean logit on the samples), `fid_judge` (shapes data: the shapes judge's
+    feature space), `fid_inception` (when the weights are on disk and both sides have >= 2048 images).
+    The reference is the val split (train when a prepared folder has no val split)."""
+    from falcli.metrics.weights import INCEPTION_FID, _candidates
+    from falcli.tasks.image import load_images
+
+    if say is None:
+        from falcli.console import console
+        say = console.print
+    images, logits = generate_steps(task, G, D, recipe, device, steps, num_samples)
+    rows: list[dict[str, float]] = [{"d_logit": value} for value in logits]
+    reference = torch.from_numpy(np.array(load_images(recipe.data, "val")["images"])).permute(0, 3, 1, 2)
+
+    if recipe.data.source == "shapes":
+        space = judge_space(None, device, recipe.data.image_size)
+        real = _statistics(space.extract([reference]), space, "val split")
+        for row, x in zip(rows, images):
+            row["fid_judge"] = fidlib.frechet_distance(*_statistics(space.extract([x]), space, "samples"), *real)
+
+    if not any(p.is_file() for p in _candidates(INCEPTION_FID.filename)):
+        say(f"note: inception weights absent ({INCEPTION_FID.filename} is not in the torch hub cache); "
+            f"no Inception FID")
+    elif min(num_samples, len(reference)) < INCEPTION_MIN_IMAGES:
+        say(f"note: Inception FID needs >= {INCEPTION_MIN_IMAGES} images per side ({num_samples} samples, "
+            f"{len(reference)} references); skipped")
+    else:
+        space = inception_space(2048, None, False, device)
+        real = fidlib.statistics(space.extract(_batches(reference, 50)))
+        for row, x in zip(rows, images):
+            row["fid_inception"] = fidlib.frechet_distance(*fidlib.statistics(space.extract(_batches(x, 50))),
+                                                           *real)
+    return rows
+
+
+def report_lines(result: dict) -> list[str]:
+    """What `fal evaluate fid` prints: the protocol (with its comparability label), then one line per row."""
+    p = result["protocol"]
+    lines = [p.get("label", p["feature_space"])]
+    lines += [f"{key}: {p[key]}" for key in ("network", "weights", "dims", "resize", "a", "b") if key in p]
+    if result["saved"]:
+        lines += [f"saved {path}" for path in result["saved"]]
+    for row in result["rows"]:
+        step = f"t={row['step']}  " if row["step"] is not None else ""
+        kid = f"  KID {row['kid']:.5f} ± {row['kid_std']:.5f}" if "kid" in row else ""
+        lines.append(f"{step}FID {row['fid']:.3f}{kid}")
+    return lines
