@@ -38,40 +38,57 @@ def toy_poster_figure(real: torch.Tensor, runs: dict[str, tuple[Unrolled, object
     arrows from each sample's previous position; samples D called fake at the previous step in red.
 
     runs: label → (unrolled samples and logits, unused); grid_logits: label → (G×G) D logits over the square
-    [-extent, extent]², drawn as the decision surface σ(D).
+    [-extent, extent]², drawn as the decision surface σ(D) and, on every sample panel, as its σ(D) = 0.5
+    contour (the border of what D calls real).
     """
+    from matplotlib.lines import Line2D
+
     real = real.detach().float().cpu()
     steps = max(len(u.samples) for u, _ in runs.values())
-    fig, axes = plt.subplots(len(runs), steps + 1, figsize=(3.1 * (steps + 1), 3.1 * len(runs)), squeeze=False)
+    fig, axes = plt.subplots(len(runs), steps + 1, figsize=(3.2 * (steps + 1), 3.3 * len(runs) + 0.5),
+                             squeeze=False)
     for row, (label, (unrolled, _)) in enumerate(runs.items()):
-        ax = axes[row][0]
         surface = torch.sigmoid(grid_logits[label].float()).numpy()
-        image = ax.imshow(surface, origin="lower", extent=(-extent, extent, -extent, extent), cmap="RdBu",
-                          vmin=0, vmax=1)
+        box = (-extent, extent, -extent, extent)
+        ax = axes[row][0]
+        image = ax.imshow(surface, origin="lower", extent=box, cmap="RdBu", vmin=0, vmax=1)
         ax.scatter(real[:, 0], real[:, 1], s=1, c="k")
-        ax.set_title(f"{label}: real data and σ(D)")
+        ax.set_title(f"{label}: real data and σ(D)", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         for t in range(steps):
             ax = axes[row][t + 1]
             ax.set_xlim(-extent, extent), ax.set_ylim(-extent, extent), ax.set_aspect("equal")
-            if t >= len(unrolled.samples):
-                ax.axis("off")
+            if t >= len(unrolled.samples):  # the plain GAN has one step: say so instead of an empty frame
+                ax.set_xticks([]), ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                ax.text(0.5, 0.5, f"{label}: no feedback,\none step only", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=10, color="#777777")
                 continue
+            ax.contour(surface, levels=[0.5], origin="lower", extent=box, colors="#555555", linewidths=0.7,
+                       linestyles="dashed")
             _scatter_real(ax, real)
             sample = unrolled.samples[t].detach().float().cpu()
             if t == 0:
                 ax.scatter(sample[:, 0], sample[:, 1], s=3, c="#1f77b4")
-            else:
-                previous = unrolled.samples[t - 1].detach().float().cpu()
-                flagged = (unrolled.logits[t - 1].detach().float().cpu().squeeze(1) < 0)  # D said "fake"
-                ax.scatter(sample[~flagged, 0], sample[~flagged, 1], s=3, c="#1f77b4", label="D: real")
-                ax.scatter(sample[flagged, 0], sample[flagged, 1], s=5, c="#d62728", label="D: fake at t-1")
-                moved = previous[flagged][:150]  # a readable number of arrows
-                delta = (sample[flagged] - previous[flagged])[:150]
-                ax.quiver(moved[:, 0], moved[:, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy",
-                          scale=1, width=0.004, color="#d62728", alpha=0.6)
-                ax.legend(loc="lower right", fontsize=6, markerscale=2)
-            ax.set_title(f"{label}: t = {t + 1}")
-    fig.tight_layout()
+                ax.set_title(f"{label}: t = 1", fontsize=10)
+                continue
+            previous = unrolled.samples[t - 1].detach().float().cpu()
+            flagged = unrolled.logits[t - 1].detach().float().cpu().reshape(-1) < 0  # D said "fake" at t-1
+            ax.scatter(sample[~flagged, 0], sample[~flagged, 1], s=3, c="#1f77b4")
+            ax.scatter(sample[flagged, 0], sample[flagged, 1], s=5, c="#d62728")
+            moved = previous[flagged][:150]  # a readable number of arrows
+            delta = (sample[flagged] - previous[flagged])[:150]
+            ax.quiver(moved[:, 0], moved[:, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy",
+                      scale=1, width=0.004, color="#d62728", alpha=0.5)
+            ax.set_title(f"{label}: t = {t + 1}  ({flagged.float().mean():.0%} called fake at t = {t})",
+                         fontsize=10)
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color="#bbbbbb", label="real data"),
+               Line2D([], [], ls="", marker="o", ms=4, color="#1f77b4", label="sample"),
+               Line2D([], [], ls="", marker="o", ms=4, color="#d62728", label="sample D called fake at t−1"),
+               Line2D([], [], color="#d62728", alpha=0.6, label="its move from t−1 to t"),
+               Line2D([], [], color="#555555", ls="dashed", lw=0.8, label="σ(D) = 0.5 (D's final border)")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
