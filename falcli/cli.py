@@ -127,6 +127,47 @@ def toy(
 
 @app.command()
 @user_errors
+def ablate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/shapes.yaml")],
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the runs and the tables; finished "
+                                             "runs there are reused [default: runs/ablation-<recipe name>]")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per config (recipe seed, +1, …); mean ± std")] = 3,
+    configs: Annotated[str | None, typer.Option(help="Comma-separated subset of plain, fal, eqgan_sa, glead, "
+                                                     "fal_eqgan_sa, fal_glead [default: all]")] = None,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished runs found in --out")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="40 iterations per run (for tests and smoke checks)")] = False,
+) -> None:
+    """Plain GAN, FAL, EqGAN-SA, GLeaD and FAL + each, over seeds: per-step FID as ablation.md and .json."""
+    import shlex
+    import sys
+
+    from falcli import ablation
+    from falcli.console import console, progress_bar
+
+    resolved = _resolve(recipe, set_, None)
+    names = ablation.parse_configs(configs)
+    out = out or Path("runs") / f"ablation-{resolved.name}"
+    command = "fal " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fal") else \
+        f"fal ablate {recipe}"
+    with contextlib.ExitStack() as stack:  # one bar (every run's iterations, then every run's evaluation),
+        bars: dict = {}                       # opened on first use so that a refused plan prints no empty bar
+
+        def update(done: int, total: int, stats=None, description: str | None = None) -> None:
+            if "update" not in bars:
+                bars["update"] = stack.enter_context(progress_bar("ablate", total))
+            bars["update"](done, total, stats, description=description)
+
+        report = ablation.run(resolved, out, seeds, names, device, quick, resume, command, on_progress=update)
+    from rich.markdown import Markdown
+
+    console.print(Markdown(ablation.markdown(report)))
+    console.print(f"[green]done[/] → {out / 'ablation.md'}, {out / 'ablation.json'}")
+
+
+@app.command()
+@user_errors
 def prepare(
     dataset: Annotated[str, typer.Argument(help="cityscapes, nyu, celeba, images, pix2pix, shapenet, or a "
                                                 "built-in: streets, shapes, primitives")],

@@ -125,6 +125,11 @@ class MethodConfig:
         for name in ("align_weight", "align_threshold", "glead_real_weight", "glead_fake_weight"):
             if getattr(self, name) < 0:
                 raise FalError(f"method.{name} must be >= 0 (got {getattr(self, name)})")
+        if self.eqgan_sa and self.glead:
+            # GLeaD decodes real images through G's later layers, which under EqGAN-SA need heatmaps that a
+            # real image does not have.
+            raise FalError("method.eqgan_sa and method.glead cannot be combined (GLeaD's decoding of real images "
+                           "through G has no heatmaps); turn one off — each combines with feedback.steps")
 
     @property
     def any(self) -> bool:

@@ -242,7 +242,7 @@ def _check_resumable(payload: dict, recipe: Recipe, path: Path) -> None:
         raise FalError(f"{path}: a checkpoint of task {payload['task']!r}, but the recipe trains "
                        f"{recipe.task!r}; pass a checkpoint of the same task")
     current = recipe_to_dict(recipe)
-    for section in ("model", "data", "feedback", "seed"):
+    for section in ("model", "data", "feedback", "method", "seed"):
         if payload["recipe"].get(section) != current[section]:
             raise FalError(f"{path}: the recipe's `{section}` differs from the checkpoint's; resume with the "
                            f"run's own recipe.yaml (only `train` settings may change)")

@@ -29,9 +29,17 @@ def check(task, recipe) -> None:
 
 def generator_terms(recipe, G, D, unrolled, batch) -> dict[str, torch.Tensor]:
     """Weighted loss terms added to G's loss (G step; D frozen)."""
-    return {}
+    if not recipe.method.eqgan_sa:
+        return {}
+    from falcli.methods import eqgan_sa
+
+    return eqgan_sa.generator_terms(recipe, G, D, unrolled, batch)
 
 
 def discriminator_terms(recipe, G, D, real_input, fakes, batch) -> dict[str, torch.Tensor]:
     """Weighted loss terms added to D's loss (D step; G frozen)."""
-    return {}
+    if not recipe.method.glead:
+        return {}
+    from falcli.methods import glead
+
+    return glead.discriminator_terms(recipe, G, D, real_input, fakes, batch)

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from falcli.errors import FalError
@@ -150,16 +151,36 @@ class ImageGenerator(nn.Module):
             self.stages.append(nn.Sequential(conv, norm_nd(2, "batch", width)))
         self.out = conv_transpose_nd(2, widths[-1], 3, 4, 2, 1, bias=False)
         self.feedback = feedback
+        self.spatial = None  # EqGAN-SA's heatmap embedding and SELs (falcli/methods/eqgan_sa.py), when on
         self.stage_channels = dict(enumerate(widths))
 
-    def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None) -> torch.Tensor:
-        """z (B, Z), feedback (B, F, S, S) or None → image (B, 3, S, S) in [-1, 1]."""
+    def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None,
+                heatmaps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """z (B, Z) — under EqGAN-SA followed by a heatmap code —, feedback (B, F, S, S) or None → image
+        (B, 3, S, S) in [-1, 1]. `heatmaps`: hand-drawn EqGAN-SA heatmaps that replace the code's."""
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback else None
+        spatial = None
+        if self.spatial is not None:
+            z, spatial = self.spatial.split(z, heatmaps)
         h = z[:, :, None, None]
         for stage, block in enumerate(self.stages):
             h = block(h)
             if self.feedback is not None:
                 h = self.feedback.apply(stage, h, encoded)
+            h = torch.relu(h)
+            if spatial is not None:  # EqGAN-SA: a SEL on the input of the next convolution
+                h = self.spatial.apply(stage + 1, h, spatial)
+        return torch.tanh(self.out(h))
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """GLeaD: the image G's layers after a stage make from features h shaped like that stage's output.
+
+        G must not change here (it runs in D's step): batch norm uses the batch's statistics without updating
+        the running averages, and the caller has frozen the weights. No feedback and no SEL: a step-1 pass.
+        """
+        first = int(np.log2(h.shape[-1] // 4)) + 1  # stage k outputs 4·2^k px
+        for conv, norm in self.stages[first:]:
+            h = F.batch_norm(conv(h), None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
             h = torch.relu(h)
         return torch.tanh(self.out(h))
 
@@ -171,6 +192,7 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         map_size = model.map_size(image_size)
         layers: list[nn.Module] = []
+        self.block_shapes: list[tuple[int, int]] = []  # (channels, side) of each block's output, fine → coarse
         width, size, out = 3, image_size, model.d_channels
         while size > map_size:  # stride-2 4×4 convolutions, DCGAN style: no norm on the first one
             layers += [nn.Conv2d(width, out, 4, 2, 1, bias=False)]
@@ -178,11 +200,23 @@ class PatchDiscriminator(nn.Module):
                 layers.append(norm_nd(2, model.d_norm, out))
             layers.append(nn.LeakyReLU(0.2))
             width, size, out = out, size // 2, min(out * 2, model.d_channels * 8)
+            self.block_shapes.append((width, size))
         layers.append(nn.Conv2d(width, 1, 3, 1, 1))  # one logit per patch, no global pooling
         self.net = nn.Sequential(*layers)
+        self.decoder = None  # GLeaD's reconstruction decoder (falcli/methods/glead.py), when on
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, returns: str = "logits"):
+        """returns "logits" (the map), "blocks" → (logits, [downsampling blocks' outputs, fine → coarse]) for
+        EqGAN-SA's Grad-CAM, or "reconstruction" → (logits, GLeaD decoder's output), inside one forward so
+        that DDP sees the decoder."""
+        if returns == "logits":
+            return self.net(x)
+        blocks = []
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                blocks.append(x)
+        return (x, blocks) if returns == "blocks" else (x, self.decoder(blocks))
 
 
 def _dcgan_init(module: nn.Module) -> None:
@@ -201,6 +235,7 @@ class ImageTask:
     DataConfig = DataConfig
     ModelConfig = ModelConfig
     dims = 2
+    supports_methods = frozenset({"eqgan_sa", "glead"})
 
     def validate(self, recipe) -> None:
         if recipe.loss.l1_weight:
@@ -213,6 +248,12 @@ class ImageTask:
         map_size = recipe.model.map_size(size)
         if not 2 <= map_size <= size // 2:
             raise FalError(f"model.d_map_size must be between 2 and {size // 2} for {size}² images (got {map_size})")
+        if recipe.method.eqgan_sa and map_size > size // 8:
+            raise FalError(f"method.eqgan_sa aligns D's attention at three of its resolutions: model.d_map_size must "
+                           f"be at most {size // 8} for {size}² images (got {map_size})")
+        if recipe.method.glead and map_size > size // 4:
+            raise FalError(f"method.glead decodes D's features up to {size // 4}² (¼ of the image): model.d_map_size "
+                           f"must be at most {size // 4} for {size}² images (got {map_size})")
 
     def make_dataset(self, recipe, split: str) -> torch.utils.data.Dataset:
         return ImageDataset(load_images(recipe.data, split)["images"])
@@ -227,6 +268,18 @@ class ImageTask:
         placement = recipe.feedback.placement or default_placement(size)
         G.feedback = make_feedback_modules(recipe.feedback, {s: G.stage_channels[s] for s in placement},
                                            out_channels=3, cond_channels=0, dims=2, seed=recipe.seed)
+        # The methods' modules too, each from its own RNG stream (methods/eqgan_sa.py, methods/glead.py).
+        if recipe.method.eqgan_sa:  # a SEL on the input of every convolution after the first (stage k+1, out)
+            from falcli.methods.eqgan_sa import make_spatial_encoding
+
+            inputs = {k + 1: (channels, 4 * 2 ** k) for k, channels in G.stage_channels.items()}
+            G.spatial = make_spatial_encoding(recipe.model.latent_dim, size, inputs, recipe.seed)
+        if recipe.method.glead:  # D's decoder predicts G's features at ¼ of the image (official: 64² of 256²)
+            from falcli.methods.glead import make_decoder
+
+            resolution = size // 4
+            chosen = [channels for channels, side in D.block_shapes[::-1] if side <= resolution]
+            D.decoder = make_decoder(chosen, G.stage_channels[generator_stages(size) - 2], resolution, recipe.seed)
         return G, D
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
@@ -235,12 +288,20 @@ class ImageTask:
             flip = rand_shard(len(real), device=real.device) < 0.5
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         z = randn_shard(len(real), recipe.model.latent_dim, device=real.device)
+        if recipe.method.eqgan_sa:  # G's input: z, then a fresh heatmap code (methods/eqgan_sa.py)
+            from falcli.methods.eqgan_sa import training_code
+
+            z = torch.cat([z, training_code(len(real), real.device)], dim=1)
         return Batch(real=real, gen_input=z)
 
     def fixed_batch(self, recipe, device: torch.device, count: int) -> Batch:
         """Latents from their own generator (the same for a plain and a FAL run of one seed) and val images."""
         generator = torch.Generator().manual_seed(recipe.seed + 1)
         z = torch.randn(count, recipe.model.latent_dim, generator=generator)
+        if recipe.method.eqgan_sa:  # codes drawn after the latents, so the latents stay those of a plain run
+            from falcli.methods.eqgan_sa import fixed_code
+
+            z = torch.cat([z, fixed_code(count, generator)], dim=1)
         data = dataclasses.replace(recipe.data, shapes_val=PREVIEW_COLUMNS)  # shapes: generate only those shown
         shown = load_images(data, "val")["images"][:PREVIEW_COLUMNS]
         real = to_unit_range(torch.from_numpy(np.array(shown)))

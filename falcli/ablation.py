@@ -1,0 +1,280 @@
+"""`fal ablate`: FAL and its successors side by side — plain GAN, FAL, EqGAN-SA, GLeaD, FAL + EqGAN-SA and
+FAL + GLeaD — trained from one recipe with one budget over several seeds, each scored by the task's per-step FID,
+and written as `ablation.md` and `ablation.json`.
+
+Every (config, seed) trains into `<out>/<config>-s<seed>/`, an ordinary run folder. One whose final checkpoint
+exists is reused, not retrained, after checking it was trained with exactly the recipe this command would use
+(so an interrupted ablation continues where it stopped, and runs trained by hand with `fal train` count). A
+folder holding an unfinished run is refused unless `--resume` continues it. Runs are never deleted or
+overwritten; the two reports are rebuilt from the runs each time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Callable
+
+from falcli import checkpoint
+from falcli.config import Recipe, recipe_from_dict, recipe_to_dict
+from falcli.errors import FalError
+from falcli.tasks import TASKS
+
+# name → (FAL feedback on, EqGAN-SA on, GLeaD on); the order is the table's.
+CONFIGS: dict[str, tuple[bool, bool, bool]] = {
+    "plain": (False, False, False),
+    "fal": (True, False, False),
+    "eqgan_sa": (False, True, False),
+    "glead": (False, False, True),
+    "fal_eqgan_sa": (True, True, False),
+    "fal_glead": (True, False, True),
+}
+LABELS = {"plain": "plain GAN", "fal": "FAL", "eqgan_sa": "EqGAN-SA", "glead": "GLeaD",
+          "fal_eqgan_sa": "FAL + EqGAN-SA", "fal_glead": "FAL + GLeaD"}
+IGNORED_SECTIONS = ("name", "evaluate")  # differences there do not change what was trained
+
+Progress = Callable[..., None]  # progress_bar's update(done, total, stats, description=…)
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    config: str
+    seed: int
+    recipe: Recipe
+    run_dir: Path
+    action: str                         # "reuse", "resume" or "train"
+    done: int = 0                       # iterations already trained (resume)
+
+
+def parse_configs(text: str | None) -> list[str]:
+    """'plain,fal,…' → names in the table's order; None = all six."""
+    if text is None:
+        return list(CONFIGS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown or not names:
+        raise FalError(f"--configs {text!r}: unknown {', '.join(unknown) or 'empty list'}; choose from "
+                       f"{', '.join(CONFIGS)}")
+    return [name for name in CONFIGS if name in names]
+
+
+def variant(recipe: Recipe, config: str) -> Recipe:
+    """The recipe of one config: the same model, data, loss and budget; only the switches differ."""
+    feedback_on, eqgan_sa, glead = CONFIGS[config]
+    feedback = recipe.feedback
+    if feedback_on and feedback.steps < 2:
+        raise FalError(f"config {config!r} needs FAL: the recipe's feedback.steps must be >= 2 (got "
+                       f"{feedback.steps}); it is the T of the FAL configs, while plain ones use 1")
+    if not feedback_on:
+        feedback = dataclasses.replace(feedback, steps=1, test_steps=None, step_weights=None)
+    method = dataclasses.replace(recipe.method, eqgan_sa=eqgan_sa, glead=glead)
+    made = dataclasses.replace(recipe, feedback=feedback, method=method)
+    TASKS[made.task].validate(made)  # e.g. D's map must be small enough for the method
+    from falcli import methods
+
+    methods.check(TASKS[made.task], made)
+    return made
+
+
+def quick_recipe(recipe: Recipe) -> Recipe:
+    """A smoke-test version: 40 iterations and 300 samples per step, same models."""
+    return dataclasses.replace(
+        recipe,
+        train=dataclasses.replace(recipe.train, iterations=40, log_every=20, checkpoint_every=40, sample_every=0),
+        evaluate=dataclasses.replace(recipe.evaluate, num_samples=300),
+    )
+
+
+# --- planning: what to train, what to reuse (all checks before anything is trained) ---
+
+def plan(recipe: Recipe, out: Path, seeds: int, configs: list[str], resume: bool) -> list[Planned]:
+    planned = []
+    for config in configs:
+        for index in range(seeds):
+            made = variant(dataclasses.replace(recipe, seed=recipe.seed + index), config)
+            run_dir = out / f"{config}-s{made.seed}"
+            planned.append(_plan_one(config, made, run_dir, resume))
+    return planned
+
+
+def _plan_one(config: str, recipe: Recipe, run_dir: Path, resume: bool) -> Planned:
+    final = run_dir / "checkpoints" / checkpoint.checkpoint_name(recipe.train.iterations)
+    if final.is_file():
+        _check_same_recipe(checkpoint.load(final), recipe, final)
+        return Planned(config, recipe.seed, recipe, run_dir, "reuse", recipe.train.iterations)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return Planned(config, recipe.seed, recipe, run_dir, "train")
+    found = checkpoint.latest_valid(run_dir / "checkpoints")
+    if found is None:
+        raise FalError(f"{run_dir} holds a run without a checkpoint (still starting, or stopped early); wait "
+                       f"for it, move it away, or choose another --out")
+    path, payload = found
+    _check_same_recipe(payload, recipe, path)
+    if not resume:
+        raise FalError(f"{run_dir} holds an unfinished run ({payload['iteration']} of {recipe.train.iterations} "
+                       f"iterations); pass --resume to continue it (wait if it is still training)")
+    return Planned(config, recipe.seed, recipe, run_dir, "resume", payload["iteration"])
+
+
+def _check_same_recipe(payload: dict, recipe: Recipe, path: Path) -> None:
+    stored = _flat(recipe_to_dict(recipe_from_dict(payload["recipe"], source=str(path))))
+    wanted = _flat(recipe_to_dict(recipe))
+    for key in sorted(set(stored) | set(wanted)):
+        if key.split(".")[0] in IGNORED_SECTIONS or stored.get(key) == wanted.get(key):
+            continue
+        raise FalError(f"{path}: trained with {key} = {stored.get(key)!r}, but this ablation needs "
+                       f"{wanted.get(key)!r}; choose another --out (runs are never overwritten)")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# --- training and evaluation ---
+
+def train_all(planned: list[Planned], device: str, update: Progress | None = None) -> None:
+    """Train (or continue) every planned run; one progress count over all of their iterations."""
+    from falcli import train
+
+    todo = [p for p in planned if p.action != "reuse"]
+    total = sum(p.recipe.train.iterations - p.done for p in todo)
+    offset = 0
+    for item in todo:
+        label = f"train {item.config} seed {item.seed}"
+
+        def progress(done: int, iterations: int, stats=None, start=item.done, label=label, offset=offset):
+            if update is not None:
+                update(offset + done - start, total, stats, description=label)
+
+        options = train.RunOptions(out=item.run_dir, device=device,
+                                   resume="auto" if item.action == "resume" else None)
+        train.run(item.recipe, options, on_progress=progress)
+        offset += item.recipe.train.iterations - item.done
+
+
+def evaluate_run(item: Planned, device: str) -> list[dict[str, float]]:
+    """The task's per-step metrics for a run's final checkpoint (G_ema when the run kept one)."""
+    from falcli.runtime import pick_device
+
+    final = item.run_dir / "checkpoints" / checkpoint.checkpoint_name(item.recipe.train.iterations)
+    _, G, D, G_ema, _ = checkpoint.restore(final, pick_device(device), expect_task=item.recipe.task)
+    task = TASKS[item.recipe.task]
+    steps = item.recipe.feedback.sampling_steps
+    where = next(G.parameters()).device
+    return task.evaluate(G_ema if G_ema is not None else G, D, item.recipe, where, steps,
+                         item.recipe.evaluate.num_samples)
+
+
+def train_seconds(run_dir: Path) -> float | None:
+    """Seconds spent in training steps, from metrics.jsonl (sampling and checkpoints excluded)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    lines = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("kind") == "train" and "time/iteration_ms" in row:
+            lines[row["iteration"]] = row["time/iteration_ms"]  # a resumed run logs an interval again: keep one
+    seconds, previous = 0.0, 0
+    for iteration in sorted(lines):
+        seconds += lines[iteration] * (iteration - previous) / 1000
+        previous = iteration
+    return seconds
+
+
+# --- the table ---
+
+def metric_name(rows: list[dict[str, float]]) -> str:
+    for name in ("fid_judge", "fid_inception"):
+        if name in rows[0]:
+            return name
+    raise FalError("the runs' evaluation gave no FID (shapes data gives fid_judge; other data needs the "
+                   "Inception weights in the torch hub cache and >= 2048 samples per step)")
+
+
+def summarise(results: dict[str, list[dict]], metric: str) -> dict[str, dict]:
+    """Per config: mean and std over seeds of `metric` (and d_logit) at every step, plus step 1 and the last."""
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+    summary = {}
+    for config, runs in results.items():
+        steps = len(runs[0]["steps"])
+        per_step = [{"step": t + 1, metric: spread([r["steps"][t][metric] for r in runs]),
+                     "d_logit": spread([r["steps"][t]["d_logit"] for r in runs])} for t in range(steps)]
+        seconds = [r["train_seconds"] for r in runs if r["train_seconds"] is not None]
+        summary[config] = {"label": LABELS[config], "steps": steps, "seeds": [r["seed"] for r in runs],
+                           "per_step": per_step, "step1": per_step[0][metric], "last": per_step[-1][metric],
+                           "train_seconds": spread(seconds) if seconds else None}
+    return summary
+
+
+def markdown(report: dict) -> str:
+    metric, summary = report["metric"], report["summary"]
+    what = {"fid_judge": "FID in the shapes judge's feature space", "fid_inception": "Inception FID"}[metric]
+    seeds = report["seeds"]
+    lines = [f"# Ablation: {report['recipe']}", "",
+             f"{what} (lower is better), mean ± std over {len(seeds)} seed{'s' * (len(seeds) > 1)} "
+             f"({', '.join(map(str, seeds))}); {report['num_samples']} samples of G_ema per step against the val "
+             f"split; {report['iterations']} iterations per run. Command:", "",
+             f"    {report['command']}", "",
+             "| config | T | FID t=1 | FID t=T | FID per step t = 1 … T | train time per run |",
+             "|---|---|---|---|---|---|"]
+    cell = lambda s: f"{s['mean']:.2f} ± {s['std']:.2f}"  # noqa: E731
+    for row in summary.values():
+        per_step = " → ".join(cell(s[metric]) for s in row["per_step"]) if row["steps"] > 1 else "—"
+        seconds = row["train_seconds"]
+        time = f"{seconds['mean']:.0f} ± {seconds['std']:.0f} s" if seconds else "—"
+        lines.append(f"| {row['label']} | {row['steps']} | {cell(row['step1'])} | {cell(row['last'])} | "
+                     f"{per_step} | {time} |")
+    lines += ["", "Per seed (FID at t = 1 … T):", "", "| config | seed | FID per step | run |", "|---|---|---|---|"]
+    for config, runs in report["runs"].items():
+        for run in runs:
+            values = " → ".join(f"{step[metric]:.2f}" for step in run["steps"])
+            lines.append(f"| {LABELS[config]} | {run['seed']} | {values} | `{run['run']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run(recipe: Recipe, out: Path, seeds: int = 3, configs: list[str] | None = None, device: str = "auto",
+        quick: bool = False, resume: bool = False, command: str = "fal ablate",
+        on_progress: Progress | None = None) -> dict:
+    """Plan, train what is missing, evaluate every run, and write <out>/ablation.md and ablation.json."""
+    if seeds < 1:
+        raise FalError(f"--seeds must be >= 1 (got {seeds})")
+    if quick:
+        recipe = quick_recipe(recipe)
+    planned = plan(recipe, out, seeds, configs or list(CONFIGS), resume)
+    train_all(planned, device, on_progress)
+
+    results: dict[str, list[dict]] = {}
+    for index, item in enumerate(planned):
+        if on_progress is not None:
+            on_progress(index, len(planned), None, description=f"evaluate {item.config} seed {item.seed}")
+        rows = evaluate_run(item, device)
+        results.setdefault(item.config, []).append({
+            "seed": item.seed, "run": str(item.run_dir), "reused": item.action == "reuse",
+            "steps": rows, "train_seconds": train_seconds(item.run_dir)})
+    if on_progress is not None:
+        on_progress(len(planned), len(planned), None, description="evaluated")
+    metric = metric_name(next(iter(results.values()))[0]["steps"])
+    report = {"recipe": recipe.name, "command": command, "metric": metric,
+              "seeds": [recipe.seed + i for i in range(seeds)], "iterations": recipe.train.iterations,
+              "num_samples": recipe.evaluate.num_samples, "summary": summarise(results, metric), "runs": results}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "ablation.json", json.dumps(report, indent=2) + "\n")
+    _write_atomic(out / "ablation.md", markdown(report))
+    return report
