@@ -197,11 +197,83 @@ def prepare(
     console.print(f"[green]done[/] → {path}")
 
 
+GeneratorCkptOpt = Annotated[Path, typer.Option("--ckpt", help="Checkpoint written by `fal train` "
+                                                                "(…/checkpoints/iter-*.pt)")]
+FreshOutOpt = Annotated[Path, typer.Option("--out", "-o", help="New output folder (refused when not empty)")]
+SampleBatchOpt = Annotated[int | None, typer.Option(help="Samples per forward pass (default: 16, or the "
+                                                         "samples' own)")]
+
+
+@contextlib.contextmanager
+def _stage_progress():
+    """update(description, done, total) for a bar opened on first use, so early errors print no empty bar."""
+    from falcli.console import progress_bar
+
+    with contextlib.ExitStack() as stack:
+        bars: dict = {}
+
+        def update(description: str, done: int, total: int) -> None:
+            if "update" not in bars:
+                bars["update"] = stack.enter_context(progress_bar(description, total))
+            bars["update"](done, max(total, 1), None, description=description)
+
+        yield update
+
+
 @app.command()
 @user_errors
-def refine() -> None:
-    """Test-time feedback on existing samples."""
-    raise FalError("`fal refine` is not built yet in this version")
+def sample(
+    ckpt: GeneratorCkptOpt,
+    count: Annotated[int, typer.Option(help="Number of samples")],
+    out: FreshOutOpt,
+    steps: Annotated[int | None, typer.Option(help="Feedback steps; the last one is written (default: the "
+                                                   "recipe's)")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the latents (unconditional tasks)")] = 0,
+    device: DeviceOpt = "auto",
+    batch_size: SampleBatchOpt = None,
+) -> None:
+    """Write samples as files (PNG, .binvox, points.npy) with their latents or inputs, for `fal refine`."""
+    from falcli.console import console
+    from falcli.sample import BATCH_SIZE, SampleOptions, sample as run_sample
+
+    options = SampleOptions(ckpt, out, count, steps, seed, device,
+                            BATCH_SIZE if batch_size is None else batch_size)
+    with _stage_progress() as progress:
+        manifest = run_sample(options, on_progress=progress)
+    console.print(f"[green]done[/] → {out} ({manifest['count']} {manifest['task']} samples after "
+                  f"{manifest['steps']} steps)")
+
+
+@app.command()
+@user_errors
+def refine(
+    ckpt: GeneratorCkptOpt,
+    steps: Annotated[int, typer.Option(help="Steps: 1 = the input itself, then one pass of G per step")],
+    input_: Annotated[Path, typer.Option("--input", help="Samples: a `fal sample` folder, a folder of outputs "
+                                                         "(PNG/.binvox), or toy points .npy")],
+    out: FreshOutOpt,
+    inputs: Annotated[Path | None, typer.Option(help="Translation: the input images of --input's outputs, "
+                                                     "matched by file name")] = None,
+    invert_iterations: Annotated[int | None, typer.Option(help="Samples without latents: Adam iterations "
+                                                               "to find them by inversion first")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: SampleBatchOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the inversion's starting latents")] = 0,
+) -> None:
+    """Test-time feedback on existing samples: every step's output, D's heat maps, a grid and refine.json."""
+    from falcli.console import console
+    from falcli.refine import RefineOptions, refine as run_refine
+
+    options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed)
+    with _stage_progress() as progress:
+        result = run_refine(options, on_progress=progress)
+    if result["inversion"]:
+        inversion = result["inversion"]
+        console.print(f"inversion: reconstruction error (MSE) {inversion['error_start']:.4f} → "
+                      f"{inversion['error']:.4f} after {inversion['iterations']} iterations")
+    scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_score"], start=1))
+    console.print(f"D's mean score σ(D) per step  {scores}")
+    console.print(f"[green]done[/] → {out} ({result['count']} samples, {result['steps']} steps)")
 
 
 @app.command()

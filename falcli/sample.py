@@ -1,0 +1,176 @@
+"""`fal sample`: draw samples from a checkpoint and write them as ordinary files plus what continues them.
+
+Unconditional tasks draw latents from `--seed` (all at once, so they do not depend on the batch size) and keep
+them in latents.npy; translation translates the first `--count` validation inputs and keeps those in inputs/.
+`fal refine` reads such a folder and feeds back from the written samples (falcli/refine.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from falcli import checkpoint
+from falcli.errors import FalError
+from falcli.feedback import unroll
+from falcli.sample_files import INPUTS, LATENTS, PointFiles, condition_files_for, files_for, fresh_folder, \
+    check_fresh, item_names, write_manifest
+from falcli.tasks.base import Batch
+
+BATCH_SIZE = 16                         # samples per forward pass (voxel G normalises by its batch: keep it fixed)
+ProgressFn = Callable[[str, int, int], None]   # (description, done, total)
+WarnFn = Callable[[str], None]
+
+
+def _warn(message: str) -> None:
+    from falcli.console import error_console
+
+    error_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def open_checkpoint(path: Path, device: torch.device):
+    """checkpoint.restore, with the generator to sample from (G_ema when the run kept one)."""
+    path = Path(path)
+    try:
+        recipe, G, D, G_ema, payload = checkpoint.restore(path, device)
+    except FalError:
+        judge = _judge_task(path)
+        if judge:
+            raise FalError(f"--ckpt {path}: a {judge} judge, not a generator; pass a checkpoint written by "
+                           f"`fal train` on a GAN recipe") from None
+        raise
+    return recipe, (G_ema if G_ema is not None else G), D, payload
+
+
+def _judge_task(path: Path) -> str | None:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: restore's own message already says so
+        return None
+    if isinstance(payload, dict) and payload.get("format") == "fal-judge":
+        return str(payload.get("task"))
+    return None
+
+
+def require_steps(steps: int) -> None:
+    """Checked before the checkpoint is read, so a typo fails at once."""
+    if steps < 1:
+        raise FalError(f"--steps must be >= 1 (got {steps}); step 1 is the first sample, each further step is "
+                       f"one pass of G reading D's map")
+
+
+def check_steps(steps: int, recipe, warn: WarnFn) -> None:
+    """`--steps` must be >= 1; more than the model was trained with is allowed, with a warning."""
+    require_steps(steps)
+    trained = recipe.feedback.steps
+    if steps > 1 and trained == 1:
+        raise FalError("this checkpoint was trained without feedback (feedback.steps: 1): its generator cannot "
+                       "read D's map; use --steps 1, or a checkpoint trained with feedback.steps >= 2")
+    if steps > trained:
+        warn(f"--steps {steps} is more than the {trained} steps the model was trained with; steps beyond "
+             f"{trained} are extrapolation")
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise FalError(f"--batch-size must be >= 1 (got {batch_size})")
+
+
+def latents_for(recipe, count: int, seed: int) -> torch.Tensor:
+    """G's inputs (count, Z [+ code]) from their own generator, the same for any batch size and device: standard
+    normal latents, followed under EqGAN-SA by a heatmap code (drawn after them, as the task's fixed batch does)."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(count, recipe.model.latent_dim, generator=generator)
+    if recipe.method.eqgan_sa:
+        from falcli.methods.eqgan_sa import fixed_code
+
+        z = torch.cat([z, fixed_code(count, generator)], dim=1)
+    return z
+
+
+def latent_width(recipe) -> int:
+    """Numbers per sample in G's input: Z, plus the heatmap code under EqGAN-SA."""
+    if recipe.method.eqgan_sa:
+        from falcli.methods.eqgan_sa import CODE_SIZE
+
+        return recipe.model.latent_dim + CODE_SIZE
+    return recipe.model.latent_dim
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    checkpoint: Path
+    out: Path
+    count: int
+    steps: int | None = None            # None = the recipe's sampling steps (feedback.test_steps or steps)
+    seed: int = 0                       # latents' seed (unconditional tasks)
+    device: str = "auto"
+    batch_size: int = BATCH_SIZE
+
+
+@torch.no_grad()
+def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: WarnFn = _warn) -> dict:
+    """Write `count` samples of the last step into options.out; returns the manifest (fal-samples.json)."""
+    from falcli.runtime import pick_device
+    from falcli.tasks import TASKS
+
+    if options.count < 1:
+        raise FalError(f"--count must be >= 1 (got {options.count})")
+    check_batch_size(options.batch_size)
+    if options.steps is not None:
+        require_steps(options.steps)
+    check_fresh(options.out)
+    device = pick_device(options.device)
+    recipe, G, D, payload = open_checkpoint(options.checkpoint, device)
+    steps = options.steps if options.steps is not None else recipe.feedback.sampling_steps
+    check_steps(steps, recipe, warn)
+    task, files = TASKS[recipe.task], files_for(recipe)
+    conditional = recipe.task == "translation"
+
+    count, latents, dataset = options.count, None, None
+    if conditional:
+        dataset = task.make_dataset(recipe, "val")  # translation samples are of the validation inputs
+        available = len(dataset)
+        if count > available:
+            warn(f"--count {count}: the validation split has {available} inputs; writing {available}")
+            count = available
+    else:
+        latents = latents_for(recipe, count, options.seed)
+    names = item_names(count)
+
+    with fresh_folder(options.out) as tmp:
+        kept: list[torch.Tensor] = []  # toy: all points go to one file at the end
+        for start in range(0, count, options.batch_size):
+            rows = list(range(start, min(count, start + options.batch_size)))
+            if conditional:
+                raw = {k: v.to(device) for k, v in dataset.__getitems__(rows).items()}
+                batch = task.make_batch(raw, recipe, training=False)
+            else:
+                z = latents[rows].to(device)
+                batch = Batch(real=z, gen_input=z)
+            out = unroll(G, D, batch.gen_input, batch.condition, steps, recipe.feedback,
+                         partial(task.discriminator_input, batch=batch))
+            final = out.samples[-1]
+            if isinstance(files, PointFiles):
+                kept.append(final.cpu())
+            else:
+                files.write(final, [names[i] for i in rows], tmp)
+            if conditional:
+                condition_files_for(recipe).write(batch.condition, [names[i] for i in rows], tmp / INPUTS)
+            if on_progress:
+                on_progress("sample", rows[-1] + 1, count)
+        if kept:
+            files.write(torch.cat(kept), names, tmp)
+        if latents is not None:
+            np.save(tmp / LATENTS, latents.numpy())
+        manifest = {"task": recipe.task, "checkpoint": str(Path(options.checkpoint).resolve()),
+                    "iteration": payload.get("iteration"), "steps": steps, "count": count,
+                    "seed": None if conditional else options.seed, "batch_size": options.batch_size,
+                    "latents": None if conditional else LATENTS, "inputs": INPUTS if conditional else None,
+                    "items": names}
+        write_manifest(tmp, manifest)
+    return manifest
