@@ -359,3 +359,31 @@ def test_ablate_refuses_unknown_configs_and_a_recipe_without_feedback(tmp_path):
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2 and "feedback.steps must be >= 2" in result.output
     assert not any(tmp_path.iterdir())
+
+
+# --- fal edit-heatmaps ---
+
+def test_edit_heatmaps_writes_one_row_per_centre_and_refuses_bad_input(tmp_path):
+    from PIL import Image
+
+    r = recipe(*EQGAN, "feedback.steps=2", "train.iterations=1", "train.log_every=1", "train.checkpoint_every=1")
+    ckpt = checkpoint.list_checkpoints(train.run(r, train.RunOptions(out=tmp_path / "run",
+                                                                                  device="cpu")) / "checkpoints")[-1]
+    runner = CliRunner()
+    out = tmp_path / "edit.png"
+    args = ["edit-heatmaps", "--ckpt", str(ckpt), "--centre=-0.5,-0.5", "--centre=0.5,0.5", "--count", "3",
+            "--out", str(out), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    width, height = Image.open(out).size
+    assert height > 2 * 32 and height < 3 * 32 and width > 4 * 32 and width < 5 * 32  # 2 rows of heatmap + 3
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "already exists" in again.output
+    bad = runner.invoke(app, args[:3] + ["--centre", "0.5", "--out", str(tmp_path / "b.png")])
+    assert bad.exit_code == 2 and "expected y,x" in bad.output
+    plain = recipe("feedback.steps=1", "train.iterations=1", "train.log_every=1", "train.checkpoint_every=1")
+    plain_ckpt = checkpoint.list_checkpoints(train.run(plain, train.RunOptions(out=tmp_path / "plain",
+                                                                               device="cpu")) / "checkpoints")[-1]
+    result = runner.invoke(app, ["edit-heatmaps", "--ckpt", str(plain_ckpt), "--centre", "0,0",
+                                 "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 2 and "not an EqGAN-SA run" in result.output
