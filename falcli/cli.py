@@ -166,27 +166,6 @@ def ablate(
     console.print(f"[green]done[/] → {out / 'ablation.md'}, {out / 'ablation.json'}")
 
 
-@app.command(name="edit-heatmaps")
-@user_errors
-def edit_heatmaps(
-    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint of an EqGAN-SA run (method.eqgan_sa: true)")],
-    centre: Annotated[list[str], typer.Option(help="Where to put the heatmaps' centre: y,x in [-1, 1] (-1 = "
-                                                   "top/left); one row per --centre, e.g. --centre=-0.5,0")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="New PNG file")],
-    count: Annotated[int, typer.Option(help="Samples per row (the same latents in every row)")] = 8,
-    width: Annotated[float | None, typer.Option(help="Level-1 heatmap width σ [default: drawn per sample]")] = None,
-    steps: Annotated[int | None, typer.Option(help="Feedback steps; the last is shown [default: the recipe's]")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the latents and heatmap codes")] = 0,
-    device: DeviceOpt = "auto",
-) -> None:
-    """EqGAN-SA spatial editing: the same samples with their heatmaps moved to each --centre."""
-    from falcli.console import console
-    from falcli.methods.editing import edit_picture
-
-    path = edit_picture(ckpt, centre, out, count, seed, steps, width, device)
-    console.print(f"[green]done[/] → {path} ({len(centre)} rows: heatmap, then {count} samples)")
-
-
 @app.command()
 @user_errors
 def prepare(
@@ -299,6 +278,63 @@ def refine(
 
 @app.command()
 @user_errors
-def evaluate() -> None:
-    """Compute metrics per feedback step."""
-    raise FalError("`fal evaluate` is not built yet in this version")
+def evaluate(
+    metric: Annotated[str, typer.Argument(help="fid, kid, l1, psnr, ssim, lpips, fcn, depth, voxel-accuracy, toy, "
+                                               "or all (the task's default metrics; needs --ckpt)")],
+    a: Annotated[Path | None, typer.Argument(help="Outputs: a folder (matched by name with B), an .npy; fid/kid: "
+                                                  "a folder, .npz or .pt")] = None,
+    b: Annotated[Path | None, typer.Argument(help="Targets, label maps, true depth; fid/kid: the other side")] = None,
+    ckpt: Annotated[Path | None, typer.Option(help="A checkpoint or its run folder: one row per feedback "
+                                                   "step")] = None,
+    steps: Annotated[int | None, typer.Option(help="Feedback steps \\[default: the recipe's]; more than "
+                                                   "trained is allowed")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="Samples per step \\[default: the recipe's]")] = None,
+    device: DeviceOpt = "auto",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result here \\[default: "
+                                                   "<run folder>/evaluate-METRIC.json for a checkpoint]")] = None,
+    dims: Annotated[int, typer.Option(help="fid/kid: Inception feature size, 64/192/768/2048")] = 2048,
+    weights: Annotated[Path | None, typer.Option(help="Inception (fid, kid) or AlexNet (lpips) weights "
+                                                      "\\[default: the torch hub cache]")] = None,
+    allow_unofficial_weights: Annotated[bool, typer.Option("--allow-unofficial-weights", help="Accept weights with "
+                                                                "another hash (labelled not comparable)")] = False,
+    kid: Annotated[bool, typer.Option("--kid", help="fid: also KID")] = False,
+    save_stats: Annotated[bool, typer.Option("--save-stats", help="fid: write A's statistics to the .npz "
+                                                                  "B")] = False,
+    feature_space: Annotated[str, typer.Option(help="fid/kid: inception, judge or judge:PATH")] = "inception",
+    batch_size: Annotated[int, typer.Option(help="fid/kid: images per forward pass")] = 50,
+    workers: Annotated[int | None, typer.Option(min=0, help="fid/kid: image-decoding processes")] = None,
+    seg_weights: Annotated[Path | None, typer.Option(help="fcn: a segmenter judge.pt")] = None,
+    judge: Annotated[Path | None, typer.Option(help="voxel-accuracy: a voxel-classifier judge.pt")] = None,
+    class_name: Annotated[str | None, typer.Option("--class", help="voxel-accuracy on files: the shapes' "
+                                                                   "class")] = None,
+    dataset: Annotated[str | None, typer.Option(help="toy on an .npy of points: ring or grid")] = None,
+    min_depth: Annotated[float, typer.Option(help="depth: valid truth above this, metres")] = 1e-3,
+    max_depth: Annotated[float, typer.Option(help="depth: valid truth below this, metres")] = 10.0,
+    eigen_crop: Annotated[bool, typer.Option("--eigen-crop", help="depth on files: Eigen's NYU crop")] = False,
+) -> None:
+    """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
+    from falcli.console import console
+    from falcli.evaluate import EvaluateOptions, print_evaluation, run
+
+    options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
+                              allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
+                              seg_weights, judge, class_name, dataset, min_depth, max_depth, eigen_crop)
+    with _stage_progress() as progress:
+        evaluation = run(metric, options, progress)
+    print_evaluation(evaluation, console)
+    if evaluation.written is not None:
+        console.print(f"[green]done[/] → {evaluation.written}", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fal train`")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file \\[default: RUN_DIR/report.html, "
+                                                                 "or report-2.html … when taken]")] = None,
+) -> None:
+    """One self-contained HTML page of a run: loss curves, metrics per step, samples with D's maps, recipe."""
+    from falcli.console import console
+    from falcli.report import write_report
+
+    console.print(f"[green]done[/] → {write_report(run_dir, out)}", soft_wrap=True)
