@@ -166,6 +166,27 @@ def ablate(
     console.print(f"[green]done[/] → {out / 'ablation.md'}, {out / 'ablation.json'}")
 
 
+@app.command(name="edit-heatmaps")
+@user_errors
+def edit_heatmaps(
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint of an EqGAN-SA run (method.eqgan_sa: true)")],
+    centre: Annotated[list[str], typer.Option(help="Where to put the heatmaps' centre: y,x in [-1, 1] (-1 = "
+                                                   "top/left); one row per --centre, e.g. --centre=-0.5,0")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New PNG file")],
+    count: Annotated[int, typer.Option(help="Samples per row (the same latents in every row)")] = 8,
+    width: Annotated[float | None, typer.Option(help="Level-1 heatmap width σ [default: drawn per sample]")] = None,
+    steps: Annotated[int | None, typer.Option(help="Feedback steps; the last is shown [default: the recipe's]")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the latents and heatmap codes")] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """EqGAN-SA spatial editing: the same samples with their heatmaps moved to each --centre."""
+    from falcli.console import console
+    from falcli.methods.editing import edit_picture
+
+    path = edit_picture(ckpt, centre, out, count, seed, steps, width, device)
+    console.print(f"[green]done[/] → {path} ({len(centre)} rows: heatmap, then {count} samples)")
+
+
 @app.command()
 @user_errors
 def prepare(
