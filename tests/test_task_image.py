@@ -202,3 +202,16 @@ def test_interrupted_judge_folder_is_reported_not_overwritten(tmp_path, tiny_jud
     Path("runs/shapes_classifier/recipe.yaml").write_text("task: shapes-classifier\n")
     with pytest.raises(FalError, match="holds no judge.pt"):
         classifier.shapes_judge(32, torch.device("cpu"))
+
+
+def test_sampling_normalises_with_the_batch_statistics_as_in_training():
+    # Running averages would mix the statistics of all feedback steps and fit none of them at sampling.
+    r = recipe()
+    G, D = TASK.make_networks(r)
+    z = torch.randn(6, r.model.latent_dim)
+    G.train()
+    for _ in range(3):  # training passes that would move running averages, if G kept any
+        G(torch.randn(6, r.model.latent_dim))
+    in_training = G(z)
+    G.eval()
+    assert torch.equal(G(z), in_training)

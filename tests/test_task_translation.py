@@ -263,3 +263,18 @@ def test_eigen_crop_maps_into_the_prepared_nyu_frame():
     mask = translation_eval.nyu_eigen_mask(467, 625)  # the border box at its own size: a plain shift
     rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
     assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (38, 464, 34, 594)
+
+
+def test_sampling_normalises_with_the_batch_statistics_as_in_training():
+    # G and D both feed the loop at sampling time; running averages would mix the feedback steps' statistics.
+    recipe = tiny("model.dropout=false")
+    G, D = TASKS["translation"].make_networks(recipe)
+    x = torch.rand(4, G.down[0][0].in_channels, 32, 32) * 2 - 1
+    pair = torch.rand(4, D.net[0].in_channels, 32, 32) * 2 - 1
+    for net, inputs in ((G, x), (D, pair)):
+        net.train()
+        for _ in range(3):
+            net(torch.randn_like(inputs))
+        in_training = net(inputs)
+        net.eval()
+        assert torch.equal(net(inputs), in_training)

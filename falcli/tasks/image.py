@@ -148,7 +148,7 @@ class ImageGenerator(nn.Module):
         for k, width in enumerate(widths):
             conv = (conv_transpose_nd(2, model.latent_dim, width, 4, 1, 0, bias=False) if k == 0
                     else conv_transpose_nd(2, widths[k - 1], width, 4, 2, 1, bias=False))
-            self.stages.append(nn.Sequential(conv, norm_nd(2, "batch", width)))
+            self.stages.append(nn.Sequential(conv, norm_nd(2, "batch", width, running_stats=False)))
         self.out = conv_transpose_nd(2, widths[-1], 3, 4, 2, 1, bias=False)
         self.feedback = feedback
         self.spatial = None  # EqGAN-SA's heatmap embedding and SELs (falcli/methods/eqgan_sa.py), when on

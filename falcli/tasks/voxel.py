@@ -213,7 +213,7 @@ def batch_norm(channels: int) -> nn.Module:
     they broke step 1 (measured on airplanes at 200 iterations: MMD 0.81 with running averages, 0.36 with
     batch statistics). Batch statistics normalise every pass by its own batch, as in training.
     """
-    return nn.BatchNorm3d(channels, track_running_stats=False)
+    return norm_nd(3, "batch", channels, running_stats=False)
 
 
 class VoxelGenerator(nn.Module):

@@ -46,7 +46,7 @@ class UNetGenerator(nn.Module):
             layers.append(conv_nd(2, in_channels if j == 0 else widths[j - 1], widths[j], 4, stride=2,
                                   padding=1, bias=bias))
             if 0 < j < depth - 1:
-                layers.append(norm_nd(2, norm, widths[j]))
+                layers.append(norm_nd(2, norm, widths[j], running_stats=False))
             self.down.append(nn.Sequential(*layers))
         self.up = nn.ModuleList()
         for k in range(depth):  # up[k] produces decoder stage k
@@ -56,7 +56,7 @@ class UNetGenerator(nn.Module):
                 layers += [conv_transpose_nd(2, inner, out_channels, 4, stride=2, padding=1), nn.Tanh()]
             else:
                 layers += [conv_transpose_nd(2, inner, widths[k - 1], 4, stride=2, padding=1, bias=bias),
-                           norm_nd(2, norm, widths[k - 1])]
+                           norm_nd(2, norm, widths[k - 1], running_stats=False)]
                 if dropout and 4 <= k <= depth - 2:
                     layers.append(nn.Dropout(0.5))
             self.up.append(nn.Sequential(*layers))
@@ -94,7 +94,8 @@ class PatchDiscriminator(nn.Module):
         for n in range(1, layers + 1):
             out = base_channels * min(2 ** n, 8)
             stride = 2 if n < layers else 1
-            stack += [conv_nd(2, width, out, 4, stride=stride, padding=1, bias=bias), norm_nd(2, norm, out),
+            stack += [conv_nd(2, width, out, 4, stride=stride, padding=1, bias=bias),
+                      norm_nd(2, norm, out, running_stats=False),
                       nn.LeakyReLU(0.2)]
             width = out
         stack.append(conv_nd(2, width, 1, 4, stride=1, padding=1))
