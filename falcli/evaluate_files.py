@@ -16,6 +16,7 @@ import torch
 from falcli.errors import FalError
 from falcli.formats.images import IMAGE_SUFFIXES, decode_image
 from falcli.runtime import pick_device
+from falcli.sample_files import LATENTS, MANIFEST
 
 if TYPE_CHECKING:
     from falcli.evaluate import EvaluateOptions
@@ -208,11 +209,14 @@ def two_folders(metric: str, a: Path | None, b: Path | None, what_a: str, what_b
     return a, b
 
 
+SAMPLE_BOOKKEEPING = (LATENTS, MANIFEST)  # what `fal sample` writes next to the samples: not samples
+
+
 def listing(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
     """{file stem: path} of the folder's files with one of `suffixes`; FalError when none, or two share a stem."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in suffixes:
+        if not path.is_file() or path.suffix.lower() not in suffixes or path.name in SAMPLE_BOOKKEEPING:
             continue
         if path.stem in found:
             raise FalError(f"{folder}: {found[path.stem].name} and {path.name} share the name {path.stem!r}; keep "

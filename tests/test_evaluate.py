@@ -360,6 +360,7 @@ def test_voxel_accuracy_on_binvox_and_npy_equals_the_judges_predictions(world, t
     for i in range(3):
         write_binvox(folder / f"s{i}.binvox", shapes[i])
     np.save(folder / "rest.npy", shapes[3:].astype(np.float32) * 0.9)  # probabilities, thresholded at 0.5
+    np.save(folder / "latents.npy", np.zeros((5, 8), np.float32))  # `fal sample` bookkeeping: not a sample
     evaluation = run("voxel-accuracy", EvaluateOptions(a=folder, device="cpu", judge=world["voxel_judge"],
                                                        class_name="car"))
     net, judge_recipe, _ = __import__("falcli.judges.base", fromlist=["load"]).load(world["voxel_judge"], CPU)
