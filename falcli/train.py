@@ -45,7 +45,7 @@ class TrainingDiverged(FalError):
 def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: ProgressFn | None = None) -> Path:
     """Train `recipe` into its run folder and return the folder."""
     task = TASKS[recipe.task]
-    cfg, fb = recipe.train, recipe.feedback
+    cfg = recipe.train
     methods.check(task, recipe)
     processes, device = start_processes(options.device)  # one process, or one of a torchrun job
     bf16 = use_bf16(cfg.precision, device)
@@ -53,16 +53,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     start = resumed["iteration"] if resumed else 0
 
     # Networks and optimizers, rebuilt from the recipe (weights come from the checkpoint when resuming).
-    G, D = task.make_networks(recipe)
-    G, D = G.to(device), D.to(device)
-    if task.dims == 2 and device.type == "cuda":
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D = build_networks(task, recipe, device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay else None
     G_train, D_train = _distribute(G, D, processes.world, device)  # what gradients flow through
-    fused = device.type == "cuda"
-    opt_G = torch.optim.Adam(G.parameters(), cfg.lr_generator, betas=cfg.betas, fused=fused)
-    opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
-    d_real_loss, d_fake_loss, g_loss = ADVERSARIAL[recipe.loss.adversarial]
+    opt_G, opt_D = make_optimizers(G, D, cfg, device)
+    step = TrainStep(task, recipe, G, D, G_train, D_train, opt_G, opt_D, bf16, device)
 
     # Data: the same batch order whether or not the run was interrupted.
     stream = batch_stream(task.make_dataset(recipe, "train"), cfg.batch_size, recipe.seed,
@@ -83,8 +78,77 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     for iteration in range(start, cfg.iterations):
         _set_learning_rates(opt_G, opt_D, cfg, iteration)
         batch = task.make_batch(to_device(next(stream), device), recipe, training=True)
-        discriminate = partial(task.discriminator_input, batch=batch)
+        stats = step(batch, iteration)
+
+        if G_ema is not None:
+            _ema_update(G_ema, G, cfg.ema_decay)
+
+        # Bookkeeping: sum losses on the device; read, check and log them only at the interval.
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0) + value.detach().float()
+        window += 1
+        done = iteration + 1
+        logged = None
+        if done % cfg.log_every == 0 or done == cfg.iterations:
+            logged = _flush(run_dir if processes.is_main else None, done, sums, window,
+                            time.perf_counter() - window_start, opt_G)
+            sums, window, window_start = {}, 0, time.perf_counter()
+        if not processes.is_main:  # the other processes only train; the main one writes
+            continue
+        if (cfg.sample_every and done % cfg.sample_every == 0) or done == cfg.iterations:
+            _save_samples(task, G_ema if G_ema is not None else G, D, preview, recipe,
+                          run_dir / "samples" / f"iter-{done:07d}.png")
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:  # always right after a checked log line
+            _save_checkpoint(run_dir, done, recipe, G, D, G_ema, opt_G, opt_D)
+        if on_progress is not None:
+            on_progress(done, cfg.iterations, logged)
+    barrier()
+    return run_dir
+
+
+# --- one iteration ---
+
+def build_networks(task, recipe: Recipe, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """G and D from the recipe, on the device; channels_last for 2D convnets on CUDA (faster under bf16)."""
+    G, D = task.make_networks(recipe)
+    G, D = G.to(device), D.to(device)
+    if task.dims == 2 and device.type == "cuda":
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    return G, D
+
+
+def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig,
+                    device: torch.device) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    fused = device.type == "cuda"  # one kernel per update instead of one per parameter
+    opt_G = torch.optim.Adam(G.parameters(), cfg.lr_generator, betas=cfg.betas, fused=fused)
+    opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
+    return opt_G, opt_D
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """What one iteration updates; `step(batch, iteration)` runs it and returns its losses, on the device.
+
+    `run` calls it once per iteration; benchmarks/train_speed.py times the very same call.
+    """
+
+    task: object
+    recipe: Recipe
+    G: nn.Module
+    D: nn.Module
+    G_train: nn.Module                  # what gradients flow through: G and D, or their DDP wrappers
+    D_train: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    bf16: bool
+    device: torch.device
+
+    def __call__(self, batch, iteration: int) -> dict[str, torch.Tensor]:
+        task, recipe, fb, device, bf16 = self.task, self.recipe, self.recipe.feedback, self.device, self.bf16
+        G, D, G_train, D_train, opt_G, opt_D = self.G, self.D, self.G_train, self.D_train, self.opt_G, self.opt_D
+        d_real_loss, d_fake_loss, g_loss = ADVERSARIAL[recipe.loss.adversarial]
         stats: dict[str, torch.Tensor] = {}
+        discriminate = partial(task.discriminator_input, batch=batch)
 
         # G step: unroll T passes and fool D at every step. D is frozen: it scores, it does not learn here.
         D.requires_grad_(False)
@@ -126,31 +190,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         _step(opt_D, loss_D)
         G.requires_grad_(True)
         stats["loss/D"] = loss_D
-
-        if G_ema is not None:
-            _ema_update(G_ema, G, cfg.ema_decay)
-
-        # Bookkeeping: sum losses on the device; read, check and log them only at the interval.
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0) + value.detach().float()
-        window += 1
-        done = iteration + 1
-        logged = None
-        if done % cfg.log_every == 0 or done == cfg.iterations:
-            logged = _flush(run_dir if processes.is_main else None, done, sums, window,
-                            time.perf_counter() - window_start, opt_G)
-            sums, window, window_start = {}, 0, time.perf_counter()
-        if not processes.is_main:  # the other processes only train; the main one writes
-            continue
-        if (cfg.sample_every and done % cfg.sample_every == 0) or done == cfg.iterations:
-            _save_samples(task, G_ema if G_ema is not None else G, D, preview, recipe,
-                          run_dir / "samples" / f"iter-{done:07d}.png")
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:  # always right after a checked log line
-            _save_checkpoint(run_dir, done, recipe, G, D, G_ema, opt_G, opt_D)
-        if on_progress is not None:
-            on_progress(done, cfg.iterations, logged)
-    barrier()
-    return run_dir
+        return stats
 
 
 # --- the step's helpers ---
