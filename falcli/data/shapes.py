@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from falcli.data.noise import upsample_bilinear
 from falcli.errors import FalError
 
 SIZES = (32, 64, 128)
@@ -63,16 +64,6 @@ def make_shapes(n: int, size: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
     return {"images": images, "labels": labels}
 
 
-def _upsample(a: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear upsampling of (n, g, g) grids to (n, size, size)."""
-    g = a.shape[-1]
-    t = np.linspace(0, g - 1, size, dtype=np.float32)
-    i0 = np.minimum(t.astype(np.int64), g - 2)
-    f = t - i0
-    rows = a[:, i0, :] * (1 - f)[None, :, None] + a[:, i0 + 1, :] * f[None, :, None]
-    return rows[:, :, i0] * (1 - f) + rows[:, :, i0 + 1] * f
-
-
 def _polygon_sdf(px: np.ndarray, py: np.ndarray, verts: np.ndarray) -> np.ndarray:
     """Exact signed distance (negative inside) from points to a closed polygon, in the points' units."""
     d = (px - verts[0, 0]) ** 2 + (py - verts[0, 1]) ** 2
@@ -124,7 +115,7 @@ def _render(seed: int, idx: range, S: int) -> tuple[np.ndarray, np.ndarray]:
     proj = (xx * np.cos(ang)[e] + yy * np.sin(ang)[e] - 0.5 * (np.cos(ang) + np.sin(ang))[e]) + 0.5
     t_grad = np.clip(proj, 0, 1)
     t_stripe = 0.5 + 0.5 * np.sin(2 * np.pi * freq[e] * proj)
-    t_noise = np.clip(0.5 + 0.35 * _upsample(coarse, S), 0, 1)
+    t_noise = np.clip(0.5 + 0.35 * upsample_bilinear(coarse, S), 0, 1)
     t = np.where(bg_kind[e] == 0, t_grad, np.where(bg_kind[e] == 1, t_stripe, t_noise))
     img = c0[:, None, None] * (1 - t[..., None]) + c1[:, None, None] * t[..., None]
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from falcli.data.noise import upsample_bilinear
 from falcli.errors import FalError
 
 SIZES = (32, 64, 128, 256)
@@ -151,16 +152,6 @@ def _draw(seed: int, idx: range, size: int) -> dict:
     return {"lay": np.array(lay), "tex": np.array(tex), "fine": np.array(fine), "coarse": np.array(coarse)}
 
 
-def _upsample(a: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear upsampling of (n, g, g) grids to (n, size, size)."""
-    g = a.shape[-1]
-    t = np.linspace(0, g - 1, size, dtype=np.float32)
-    i0 = np.minimum(t.astype(np.int64), g - 2)
-    f = t - i0
-    rows = a[:, i0, :] * (1 - f)[None, :, None] + a[:, i0 + 1, :] * f[None, :, None]
-    return rows[:, :, i0] * (1 - f) + rows[:, :, i0 + 1] * f
-
-
 class _Canvas:
     """Z-buffered canvas: each primitive writes label, depth and colour where it is nearer than what is there."""
 
@@ -250,8 +241,8 @@ def _render(d: dict, S: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     salt = T(0, 100)
 
     nz = d["coarse"]
-    n_mid = _upsample(nz[:, 0, :8, :8], S) + 0.5 * _upsample(nz[:, 1], S)  # blotches of a few pixels
-    n_cloud = _upsample(nz[:, 2, :6, :6], S) + 0.5 * _upsample(nz[:, 2, 6:, 6:], S)
+    n_mid = upsample_bilinear(nz[:, 0, :8, :8], S) + 0.5 * upsample_bilinear(nz[:, 1], S)  # blotches of a few pixels
+    n_cloud = upsample_bilinear(nz[:, 2, :6, :6], S) + 0.5 * upsample_bilinear(nz[:, 2, 6:, 6:], S)
     fine = d["fine"]
 
     # --- pixel geometry: u right, v down, both in image widths; focal length 1 ---
