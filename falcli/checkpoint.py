@@ -99,11 +99,25 @@ def prune(directory: Path, keep: int | None) -> None:
         path.unlink()
 
 
+def resolve(path: Path) -> Path:
+    """A checkpoint file as given, or the newest one of a run folder (what --ckpt accepts everywhere)."""
+    path = Path(path)
+    if path.is_dir():
+        found = list_checkpoints(path / "checkpoints")
+        if not found:
+            raise FalError(f"{path}: no checkpoint in {path / 'checkpoints'}; pass a .pt file or a run folder "
+                           f"written by `fal train`")
+        return found[-1]
+    return path  # load() says what is wrong with a missing or unreadable file
+
+
 def restore(path: Path, device: torch.device, expect_task: str | None = None):
-    """Rebuild (recipe, G, D, G_ema | None, payload) from a checkpoint through its task; eval mode."""
+    """Rebuild (recipe, G, D, G_ema | None, payload) from a checkpoint or a run folder through its task; eval
+    mode."""
     from falcli.config import recipe_from_dict
     from falcli.tasks import TASKS
 
+    path = resolve(path)
     payload = load(path)
     if expect_task is not None and payload["task"] != expect_task:
         raise FalError(f"{path}: a checkpoint of task {payload['task']!r}, expected {expect_task!r}")

@@ -229,14 +229,7 @@ def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint file as given, or the newest one of a run folder."""
     from falcli import checkpoint
 
-    path = Path(path)
-    if path.is_dir():
-        found = checkpoint.list_checkpoints(path / "checkpoints")
-        if not found:
-            raise FalError(f"{path}: no checkpoint in {path / 'checkpoints'}; pass a .pt file or a run folder "
-                           f"written by `fal train`")
-        return found[-1]
-    return path  # checkpoint.load says what is wrong with a missing or unreadable file
+    return checkpoint.resolve(path)
 
 
 def run_dir_of(path: Path) -> Path:

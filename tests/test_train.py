@@ -201,3 +201,16 @@ def test_method_unsupported_by_task_is_refused_before_writing(tmp_path, toy_reci
     with pytest.raises(FalError, match="method.glead: not available for the 'toy' task"):
         run(toy_recipe("method.glead=true"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_restores_its_newest_checkpoint(tmp_path, toy_recipe):
+    run_dir = run(toy_recipe(), tmp_path / "run")
+    newest = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
+    _, G_folder, _, _, payload = checkpoint.restore(run_dir, torch.device("cpu"))
+    _, G_file, _, _, _ = checkpoint.restore(newest, torch.device("cpu"))
+    assert payload["iteration"] == 12
+    for name, tensor in G_file.state_dict().items():
+        assert torch.equal(tensor, G_folder.state_dict()[name])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FalError, match="no checkpoint in"):
+        checkpoint.restore(tmp_path / "empty", torch.device("cpu"))
