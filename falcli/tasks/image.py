@@ -197,7 +197,7 @@ class PatchDiscriminator(nn.Module):
         while size > map_size:  # stride-2 4×4 convolutions, DCGAN style: no norm on the first one
             layers += [nn.Conv2d(width, out, 4, 2, 1, bias=False)]
             if width != 3:
-                layers.append(norm_nd(2, model.d_norm, out))
+                layers.append(norm_nd(2, model.d_norm, out, running_stats=False))
             layers.append(nn.LeakyReLU(0.2))
             width, size, out = out, size // 2, min(out * 2, model.d_channels * 8)
             self.block_shapes.append((width, size))

@@ -258,7 +258,7 @@ class VoxelDiscriminator(nn.Module):
             out = model.base_channels * 2 ** stage
             layers.append(conv_nd(3, width, out, 4, stride=2, padding=1))
             if stage > 0:  # no norm on the input layer (DCGAN)
-                layers.append(norm_nd(3, model.discriminator_norm, out))
+                layers.append(norm_nd(3, model.discriminator_norm, out, running_stats=False))
             layers.append(nn.LeakyReLU(0.2))
             width = out
         layers.append(conv_nd(3, width, 1, 3))
