@@ -103,3 +103,11 @@ def rand_shard(rows: int, *shape: int, device: torch.device) -> torch.Tensor:
 def barrier() -> None:
     if _CURRENT.world > 1:
         dist.barrier()
+
+
+def finish_processes() -> None:
+    """Wait for every process, then leave the job cleanly: a process group left to the interpreter's exit can
+    abort one rank while another is still closing its connections (seen as SIGABRT under gloo)."""
+    barrier()
+    if _CURRENT.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()

@@ -24,7 +24,7 @@ from falcli.data.loader import batch_stream
 from falcli.errors import FalError
 from falcli.feedback import unroll
 from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
-from falcli.runtime import autocast, barrier, start_processes, to_device, use_bf16
+from falcli.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
 from falcli.tasks import TASKS
 
 ProgressFn = Callable[[int, int, "dict[str, float] | None"], None]  # (iterations done, total, logged stats)
@@ -102,7 +102,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
             _save_checkpoint(run_dir, done, recipe, G, D, G_ema, opt_G, opt_D)
         if on_progress is not None:
             on_progress(done, cfg.iterations, logged)
-    barrier()
+    finish_processes()
     return run_dir
 
 
