@@ -81,6 +81,7 @@ class TrainConfig:
     lr_decay_start: int | None = None   # iteration where lr starts decaying linearly to 0; None = constant
     ema_decay: float = 0.0              # EMA of G per iteration (e.g. 0.999); 0 disables it
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    cuda_graph: bool = False            # replay the whole step from CUDA graphs (one CUDA process; falcli/graphs.py)
     log_every: int = 100                # iterations between metrics.jsonl lines (losses are read only then)
     sample_every: int = 1000            # iterations between sample pictures; 0 = only at the end
     checkpoint_every: int = 1000        # iterations between checkpoints (always one at the end)

@@ -29,11 +29,12 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cuda" and precision in ("auto", "bf16")
 
 
-def autocast(enabled: bool, device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); a no-op otherwise."""
+def autocast(enabled: bool, device: torch.device, cache: bool = True):
+    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); a no-op otherwise. `cache=False` for code
+    captured in a CUDA graph, whose replays must not reuse casts cached during capture."""
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def to_device(raw: dict, device: torch.device) -> dict:

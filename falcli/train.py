@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from falcli import checkpoint, methods
+from falcli import checkpoint, graphs, methods
 from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream
 from falcli.errors import FalError
@@ -48,6 +48,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     cfg = recipe.train
     methods.check(task, recipe)
     processes, device = start_processes(options.device)  # one process, or one of a torchrun job
+    if cfg.cuda_graph:
+        graphs.check_supported(device, processes.world)
     bf16 = use_bf16(cfg.precision, device)
     run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
     start = resumed["iteration"] if resumed else 0
@@ -57,7 +59,6 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay else None
     G_train, D_train = _distribute(G, D, processes.world, device)  # what gradients flow through
     opt_G, opt_D = make_optimizers(G, D, cfg, device)
-    step = TrainStep(task, recipe, G, D, G_train, D_train, opt_G, opt_D, bf16, device)
 
     # Data: the same batch order whether or not the run was interrupted.
     stream = batch_stream(task.make_dataset(recipe, "train"), cfg.batch_size, recipe.seed,
@@ -67,11 +68,15 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     if resumed:
         G.load_state_dict(resumed["G"])
         D.load_state_dict(resumed["D"])
-        opt_G.load_state_dict(resumed["opt_G"])
-        opt_D.load_state_dict(resumed["opt_D"])
+        for optimizer, state in ((opt_G, resumed["opt_G"]), (opt_D, resumed["opt_D"])):
+            optimizer.load_state_dict(state)
+            graphs.settle_optimizer(optimizer, cfg.cuda_graph, device)  # either setting resumes either
         if G_ema is not None:
             G_ema.load_state_dict(resumed["G_ema"])
         checkpoint.set_rng_state(resumed["rng"])  # after the DataLoader drew its worker seed, as a fresh run
+    step = TrainStep(task, recipe, G, D, G_train, D_train, opt_G, opt_D, bf16, device)
+    if cfg.cuda_graph:
+        step = graphs.GraphedStep(step)
 
     sums: dict[str, torch.Tensor] = {}
     window, window_start = 0, time.perf_counter()
@@ -122,6 +127,9 @@ def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig,
     fused = device.type == "cuda"  # one kernel per update instead of one per parameter
     opt_G = torch.optim.Adam(G.parameters(), cfg.lr_generator, betas=cfg.betas, fused=fused)
     opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
+    if cfg.cuda_graph:  # updates inside a graph: the rate becomes a device tensor the decay changes in place
+        graphs.settle_optimizer(opt_G, True, device)
+        graphs.settle_optimizer(opt_D, True, device)
     return opt_G, opt_D
 
 
@@ -142,6 +150,7 @@ class TrainStep:
     opt_D: torch.optim.Optimizer
     bf16: bool
     device: torch.device
+    autocast_cache: bool = True         # off when the step is captured in a CUDA graph (falcli/graphs.py)
 
     def __call__(self, batch, iteration: int) -> dict[str, torch.Tensor]:
         task, recipe, fb, device, bf16 = self.task, self.recipe, self.recipe.feedback, self.device, self.bf16
@@ -152,7 +161,7 @@ class TrainStep:
 
         # G step: unroll T passes and fool D at every step. D is frozen: it scores, it does not learn here.
         D.requires_grad_(False)
-        with autocast(bf16, device):
+        with autocast(bf16, device, cache=self.autocast_cache):
             out = unroll(G_train, D, batch.gen_input, batch.condition, fb.steps, fb, discriminate)
             loss_G = torch.zeros((), device=device)
             for t, (weight, logits) in enumerate(zip(fb.weights, out.logits), start=1):
@@ -172,7 +181,7 @@ class TrainStep:
         # methods that run G here (GLeaD's decoding) must not train it.
         G.requires_grad_(False)
         fakes = [x.detach() for x in (out.samples if fb.discriminate == "all" else out.samples[-1:])]
-        with autocast(bf16, device):
+        with autocast(bf16, device, cache=self.autocast_cache):
             real_input = discriminate(batch.real)
             stats["loss/D/real"] = d_real_loss(D_train(real_input))
             stats["loss/D/fake"] = sum(d_fake_loss(D_train(discriminate(x))) for x in fakes) / len(fakes)
@@ -219,9 +228,9 @@ def learning_rate_factor(cfg: TrainConfig, iteration: int) -> float:
 def _set_learning_rates(opt_G, opt_D, cfg: TrainConfig, iteration: int) -> None:
     factor = learning_rate_factor(cfg, iteration)
     for group in opt_G.param_groups:
-        group["lr"] = cfg.lr_generator * factor
+        graphs.set_learning_rate(group, cfg.lr_generator * factor)
     for group in opt_D.param_groups:
-        group["lr"] = cfg.lr_discriminator * factor
+        graphs.set_learning_rate(group, cfg.lr_discriminator * factor)
 
 
 # --- bookkeeping ---
@@ -301,7 +310,7 @@ def _flush(run_dir: Path | None, done: int, sums: dict, window: int, seconds: fl
     logged = dict(zip(keys, values.tolist()))  # the one host sync per interval
     _check_finite(run_dir, done, logged)
     logged["time/iteration_ms"] = 1000.0 * seconds / window
-    logged["lr/G"] = opt_G.param_groups[0]["lr"]
+    logged["lr/G"] = float(opt_G.param_groups[0]["lr"])
     if run_dir is not None:
         with open(run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps({"kind": "train", "iteration": done, **logged}) + "\n")

@@ -1,0 +1,125 @@
+"""The whole training step replayed from CUDA graphs (`train.cuda_graph: true`).
+
+At the paper's batch size a GAN step is hundreds of small kernels, and launching them from Python costs more
+than running them; a CUDA graph replays the recorded kernels with one launch. On an H100 that alone made the
+reference pix2pix step 2–3.4× faster (ecosystem.md §8). The maths are the step's own: the graph records
+`falcli.train.TrainStep.__call__`, the call that eager training makes.
+
+What capture needs, and how it gets it:
+- fixed shapes and addresses: each batch is copied into one static batch that the graph reads, and the
+  losses come back in the same static tensors after every replay (read them before the next one);
+- no host synchronisation inside the step: TrainStep keeps its losses on the device;
+- an optimizer that can run inside a graph: fused Adam with `capturable`, its learning rate a device tensor
+  that the linear decay changes in place between replays (`set_learning_rate`);
+- warm-up: every variant of the step (lazy R1 makes two: with and without the penalty) runs eagerly a few
+  times on a side stream before its capture, so that lazy initialisation (cuBLAS workspaces, Adam's state)
+  never happens while capturing;
+- autocast without its cast cache, as PyTorch's CUDA-graph notes require.
+
+One process only for now: capture under DDP needs its own warm-up rules and could not be tested here.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from falcli.errors import FalError
+from falcli.tasks.base import Batch
+
+WARMUP_RUNS = 3  # eager runs of each step variant before it is captured (PyTorch's examples use 3)
+
+
+def check_supported(device: torch.device, world: int) -> None:
+    """Refuse, in one line, a run that asks for graphs where they cannot work."""
+    if device.type != "cuda":
+        raise FalError(f"train.cuda_graph needs a CUDA device, and this run is on {device.type}; "
+                       f"set train.cuda_graph=false")
+    if world > 1:
+        raise FalError("train.cuda_graph is not supported under torchrun yet; set train.cuda_graph=false "
+                       "for multi-process runs")
+
+
+def set_learning_rate(group: dict, value: float) -> None:
+    """Set a param group's learning rate: in place when it is a tensor, because a captured graph reads that
+    very tensor (assigning a new one would leave the graph on the old rate)."""
+    if torch.is_tensor(group["lr"]):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+def settle_optimizer(optimizer: torch.optim.Optimizer, capturable: bool, device: torch.device) -> None:
+    """After loading a checkpoint (perhaps written with the other setting): capturable groups hold their rate
+    as a device tensor, the others as a float."""
+    for group in optimizer.param_groups:
+        rate = float(group["lr"])
+        group["capturable"] = capturable
+        group["lr"] = torch.tensor(rate, device=device) if capturable else rate
+
+
+class GraphedStep:
+    """Call it exactly like the `TrainStep` it wraps: step(batch, iteration) -> losses on the device."""
+
+    def __init__(self, step, warmup: int = WARMUP_RUNS) -> None:
+        self.step = dataclasses.replace(step, autocast_cache=False)
+        self.warmup = warmup
+        self.eager_runs: dict[bool, int] = {}
+        self.captured: dict[bool, tuple[torch.cuda.CUDAGraph, Batch, dict[str, torch.Tensor]]] = {}
+        self.side_stream = torch.cuda.Stream(device=step.device)
+
+    def variant(self, iteration: int) -> bool:
+        """What changes the recorded kernels from one iteration to the next: whether lazy R1 runs."""
+        loss = self.step.recipe.loss
+        return bool(loss.r1_weight) and iteration % loss.r1_every == 0
+
+    def __call__(self, batch: Batch, iteration: int) -> dict[str, torch.Tensor]:
+        variant = self.variant(iteration)
+        if variant in self.captured:
+            graph, static_batch, static_losses = self.captured[variant]
+            copy_batch(batch, static_batch)
+            graph.replay()
+            return static_losses
+        if self.eager_runs.get(variant, 0) < self.warmup:
+            self.eager_runs[variant] = self.eager_runs.get(variant, 0) + 1
+            return self._eager_on_side_stream(batch, iteration)
+        static_batch = clone_batch(batch)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_losses = self.step(static_batch, iteration)
+        graph.replay()  # capture only records: this iteration's update happens now
+        self.captured[variant] = (graph, static_batch, static_losses)
+        return static_losses
+
+    def _eager_on_side_stream(self, batch: Batch, iteration: int) -> dict[str, torch.Tensor]:
+        current = torch.cuda.current_stream(self.step.device)
+        self.side_stream.wait_stream(current)
+        with torch.cuda.stream(self.side_stream):
+            losses = self.step(batch, iteration)
+        current.wait_stream(self.side_stream)
+        return losses
+
+
+def clone_batch(batch: Batch) -> Batch:
+    """A batch with its own storage, that the graph reads at every replay."""
+    own = lambda v: v.clone() if torch.is_tensor(v) else v  # noqa: E731
+    return Batch(real=own(batch.real), gen_input=own(batch.gen_input), condition=own(batch.condition),
+                 extras={k: own(v) for k, v in batch.extras.items()})
+
+
+def copy_batch(source: Batch, target: Batch) -> None:
+    """Copy a new batch into the static one; a batch of another shape cannot be replayed."""
+    def copy(name: str, src: torch.Tensor, dst: torch.Tensor) -> None:
+        if src.shape != dst.shape:
+            raise FalError(f"train.cuda_graph: batch field {name} changed shape ({tuple(dst.shape)} → "
+                           f"{tuple(src.shape)}); a graph replays fixed shapes, set train.cuda_graph=false")
+        dst.copy_(src, non_blocking=True)
+
+    for name in ("real", "gen_input", "condition"):
+        src, dst = getattr(source, name), getattr(target, name)
+        if torch.is_tensor(dst):
+            copy(name, src, dst)
+    for name, dst in target.extras.items():
+        if torch.is_tensor(dst):
+            copy(f"extras[{name!r}]", source.extras[name], dst)
+
