@@ -51,6 +51,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     if cfg.cuda_graph:
         graphs.check_supported(device, processes.world)
     bf16 = use_bf16(cfg.precision, device)
+    dataset = task.make_dataset(recipe, "train")  # before the run folder: missing data leaves nothing behind
     run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
     start = resumed["iteration"] if resumed else 0
 
@@ -61,7 +62,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     opt_G, opt_D = make_optimizers(G, D, cfg, device)
 
     # Data: the same batch order whether or not the run was interrupted.
-    stream = batch_stream(task.make_dataset(recipe, "train"), cfg.batch_size, recipe.seed,
+    stream = batch_stream(dataset, cfg.batch_size, recipe.seed,
                           start_iteration=start, rank=processes.rank, world=processes.world,
                           workers=options.workers, pin_memory=device.type == "cuda")
     preview = task.fixed_batch(recipe, device, 64)

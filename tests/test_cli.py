@@ -112,3 +112,15 @@ def test_prepare_builtin_and_errors(tmp_path):
     missing = invoke("prepare", "cityscapes", "--out", tmp_path / "cs")
     assert missing.exit_code == 2 and "needs --raw PATH" in missing.output
     assert not (tmp_path / "cs").exists()
+
+
+@pytest.mark.parametrize("recipe", ["cityscapes.yaml", "cityscapes_segmenter.yaml"])
+def test_train_without_prepared_data_says_how_to_prepare_and_leaves_no_run_folder(tmp_path, recipe):
+    # A leftover folder would make the next start, once the data exists, fail as "already holds a run".
+    result = invoke("train", ROOT / "recipes" / recipe, "--device", "cpu", "--out", tmp_path / "run",
+                    "--set", f"data.root={tmp_path / 'missing'}")
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())  # rich wraps long lines to the test console's width
+    assert "no prepared dataset there" in said and "fal prepare" in said
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from falcli import checkpoint
+from falcli.config import recipe_to_yaml
 from falcli.errors import FalError
 
 
@@ -66,7 +67,8 @@ def fit(judge: Judge, recipe: JudgeRecipe, out: Path, device: torch.device,
     cfg = recipe.train
     optimizer = torch.optim.Adam(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(recipe.seed)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data has loaded: a failed start leaves no folder
+    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     running = torch.zeros((), device=device)
     for iteration in range(cfg.iterations):
         index = torch.randint(len(inputs), (cfg.batch_size,), generator=generator)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from falcli.config import recipe_to_yaml
 from falcli.errors import FalError
 from falcli.judges import JUDGES
 from falcli.judges.base import JudgeRecipe, fit
@@ -18,6 +17,4 @@ def run_judge(recipe: JudgeRecipe, out: Path | None, device: str = "auto", resum
     run_dir = out or Path("runs") / recipe.name
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FalError(f"{run_dir} already holds a run; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     return fit(JUDGES[recipe.task], recipe, run_dir, pick_device(device), on_progress)
