@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -50,6 +52,14 @@ def _version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit")] = False) -> None:
     """Feedback adversarial learning (FAL) and its successors, from YAML recipes."""
+    # SIGTERM (timeout, Slurm, torchrun stopping a job) unwinds like Ctrl-C, so that a half-written dataset's
+    # temporary folder or a checkpoint's temporary file is removed on the way out.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):

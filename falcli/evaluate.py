@@ -333,7 +333,7 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     direction = ck.recipe.data.direction or pairing.meta.get("default_direction")
     reasons: list[str] = []
     if metric == "lpips" and translation_eval._open_lpips(options.weights, ck.device, ck.recipe.data.image_size,
-                                                          reasons.append) is None:
+                                                          reasons.append, options.allow_unofficial_weights) is None:
         raise FalError(reasons[-1])
     if metric == "fcn":
         if not (pairing.makes_photos or pairing.makes_labels):
@@ -345,10 +345,14 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     if metric == "depth" and not pairing.target_is_depth:
         raise FalError(f"{ck.path}: direction {direction!r} makes no depth maps; depth scores photo → depth "
                        f"checkpoints (or two folders of depth maps)")
+    if metric == "depth" and "depth" not in TASKS["translation"].make_dataset(ck.recipe, "val").arrays:
+        raise FalError(f"{ck.recipe.data.root}: stores no depth in metres (meta.json eval_fields.depth); prepare "
+                       f"the dataset again with this version of fal")
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
         rows = translation_eval.evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
                                                      lpips_weights=options.weights,
-                                                     seg_weights=options.seg_weights, note=reasons.append)
+                                                     seg_weights=options.seg_weights, note=reasons.append,
+                                                     allow_unofficial_weights=options.allow_unofficial_weights)
     rows = _selected(rows, SELECT[metric])
     if not any(rows):  # the evaluation said why in a note
         raise FalError(reasons[-1] if reasons else f"{ck.path}: the evaluation produced no {metric} values")
@@ -422,7 +426,8 @@ def _translation_defaults(ck: Restored, options: EvaluateOptions, note: Callable
     from falcli.tasks.translation import evaluate_translation
 
     return evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
-                                lpips_weights=options.weights, seg_weights=options.seg_weights, note=note)
+                                lpips_weights=options.weights, seg_weights=options.seg_weights, note=note,
+                                allow_unofficial_weights=options.allow_unofficial_weights)
 
 
 def _voxel_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from falcli import checkpoint, graphs, methods
 from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
-from falcli.data.loader import batch_stream
+from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
 from falcli.feedback import unroll
 from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
@@ -51,7 +51,10 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     if cfg.cuda_graph:
         graphs.check_supported(device, processes.world)
     bf16 = use_bf16(cfg.precision, device)
-    dataset = task.make_dataset(recipe, "train")  # before the run folder: missing data leaves nothing behind
+    # The inputs first, so that missing data or a batch too large leaves no run folder behind.
+    dataset = task.make_dataset(recipe, "train")
+    check_batch_size(len(dataset), cfg.batch_size, processes.world)
+    preview = task.fixed_batch(recipe, device, 64)  # the sample pictures' fixed inputs (the val split)
     run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
     start = resumed["iteration"] if resumed else 0
 
@@ -65,7 +68,6 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     stream = batch_stream(dataset, cfg.batch_size, recipe.seed,
                           start_iteration=start, rank=processes.rank, world=processes.world,
                           workers=options.workers, pin_memory=device.type == "cuda")
-    preview = task.fixed_batch(recipe, device, 64)
     if resumed:
         G.load_state_dict(resumed["G"])
         D.load_state_dict(resumed["D"])

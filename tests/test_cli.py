@@ -114,6 +114,13 @@ def test_prepare_builtin_and_errors(tmp_path):
     assert not (tmp_path / "cs").exists()
 
 
+def test_a_batch_larger_than_the_data_leaves_no_run_folder(tmp_path):
+    result = invoke("train", ROOT / "recipes/toy.yaml", "--device", "cpu", "--out", tmp_path / "run",
+                    "--set", "data.points=16", "--set", "train.batch_size=32")
+    assert result.exit_code == 2 and "fewer than train.batch_size=32" in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("recipe", ["cityscapes.yaml", "cityscapes_segmenter.yaml"])
 def test_train_without_prepared_data_says_how_to_prepare_and_leaves_no_run_folder(tmp_path, recipe):
     # A leftover folder would make the next start, once the data exists, fail as "already holds a run".

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import stat
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -203,10 +208,19 @@ def test_decode_image_names_corrupt_files(tmp_path: Path) -> None:
     assert to_array(decode_image(buffer.getvalue(), "ok.png")).shape == (8, 8, 3)
     with pytest.raises(FalError, match="broken.png: corrupt"):
         decode_image(buffer.getvalue()[:30], "broken.png")
-    with pytest.raises(FalError, match="noise.jpg"):
+    with pytest.raises(FalError, match=r"noise.jpg: corrupt or unreadable image \(not an image format") as error:
         decode_image(b"\x00" * 100, "noise.jpg")
+    assert "BytesIO" not in str(error.value)
     with pytest.raises(FalError, match="missing.png"):
         decode_image(tmp_path / "missing.png")
+
+
+def test_sixteen_bit_png_keeps_its_grey_levels() -> None:
+    levels = np.array([[0, 257 * 100], [257 * 200, 65535]], np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, "PNG")
+    rgb = to_array(decode_image(buffer.getvalue(), "deep.png"))
+    assert rgb.shape == (2, 2, 3) and rgb[..., 0].tolist() == [[0, 100], [200, 255]]
 
 
 def test_crop_boxes_and_nearest_resize() -> None:
@@ -277,3 +291,27 @@ def test_downsample_is_max_pooling() -> None:
         downsample(grid, 3)
     with pytest.raises(FalError, match="smaller"):
         downsample(grid, 16)
+
+
+def test_sigterm_during_a_prepare_removes_its_temporary_folder(tmp_path):
+    # What `timeout`, Slurm or torchrun send: `fal` unwinds as on Ctrl-C, so no hidden partial folder stays.
+    script = f"""
+import os, signal, time
+from falcli.cli import main
+from falcli.formats.store import DatasetWriter
+main()  # the CLI's setup, as before any command
+with DatasetWriter({str(tmp_path / 'out')!r}, "paired", "test") as writer:
+    writer.create("train", "photo", (4, 8, 8, 3), "uint8")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_dataset_is_as_readable_as_a_new_folder(tmp_path):
+    out = write_dataset(tmp_path / "out", "paired", "test", {"train": {"a": np.zeros((1, 2))}}, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask

@@ -208,9 +208,16 @@ def test_pix2pix_archive_with_top_folder(tmp_path: Path) -> None:
 
 
 def test_pix2pix_odd_width(tmp_path: Path) -> None:
-    _write_tree(tmp_path / "raw", {"train/1.png": _png(_halves(width=33))})
+    _write_tree(tmp_path / "raw", {"train/1.png": _png(_halves(width=33)), "val/2.png": _png(_halves())})
     with pytest.raises(FalError, match="1.png: width 33 is odd"):
         prepare_pix2pix(tmp_path / "raw", tmp_path / "out", size=8)
+
+
+def test_pix2pix_without_a_val_or_test_split(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "raw", {"train/1.png": _png(_halves())})
+    with pytest.raises(FalError, match="only a train split; .* add one with a few pairs"):
+        prepare_pix2pix(tmp_path / "raw", tmp_path / "out", size=8)
+    assert not (tmp_path / "out").exists()
 
 
 def test_pix2pix_a_b_folders(tmp_path: Path) -> None:
@@ -260,6 +267,7 @@ def test_nyu_round_trip_and_orientation(tmp_path: Path) -> None:
     meta = read_meta(out)
     assert meta["splits"] == {"train": 2, "test": 2} and meta["depth_range"] == [0.0, 10.0]
     assert meta["directions"] == {"rgb_to_depth": ["rgb", "depth"]}
+    assert meta["eval_fields"] == {"depth": "depth"}  # metres, which the depth errors read
     assert meta["fields"]["depth"] == {"dtype": "float32", "shape": [16, 16]}
     assert load_names(out, "train") == ["1", "3"] and load_names(out, "test") == ["2", "4"]
     test = load_split(out, "test")
@@ -284,6 +292,15 @@ def test_nyu_splits_file_option_and_errors(tmp_path: Path) -> None:
     scipy.io.savemat(tmp_path / "range.mat", {"trainNdxs": np.array([[5]]), "testNdxs": np.array([[1]])})
     with pytest.raises(FalError, match="outside 1..4"):
         prepare_nyu(raw, tmp_path / "o2", size=8, splits_file=tmp_path / "range.mat")
+    scipy.io.savemat(tmp_path / "twice.mat", {"trainNdxs": np.array([[1], [1]]), "testNdxs": np.array([[2]])})
+    with pytest.raises(FalError, match="trainNdxs holds repeated or non-integer"):
+        prepare_nyu(raw, tmp_path / "o2", size=8, splits_file=tmp_path / "twice.mat")
+    scipy.io.savemat(tmp_path / "half.mat", {"trainNdxs": np.array([[1.5]]), "testNdxs": np.array([[2]])})
+    with pytest.raises(FalError, match="trainNdxs holds repeated or non-integer"):
+        prepare_nyu(raw, tmp_path / "o2", size=8, splits_file=tmp_path / "half.mat")
+    scipy.io.savemat(tmp_path / "shared.mat", {"trainNdxs": np.array([[1], [2]]), "testNdxs": np.array([[2]])})
+    with pytest.raises(FalError, match="share frames"):
+        prepare_nyu(raw, tmp_path / "o2", size=8, splits_file=tmp_path / "shared.mat")
     assert not (tmp_path / "o2").exists()
 
 
@@ -297,3 +314,22 @@ def test_nyu_bad_mat_files(tmp_path: Path) -> None:
         prepare_nyu(raw, tmp_path / "out", size=16)
     with pytest.raises(FalError, match="no such file"):
         prepare_nyu(tmp_path, tmp_path / "out", size=16)
+
+
+@pytest.mark.parametrize("layout", ["not reversed", "a group", "millimetres"])
+def test_nyu_mat_with_the_keys_but_not_the_layout(tmp_path: Path, layout: str) -> None:
+    raw = _nyu(tmp_path / "raw")
+    with h5py.File(raw / "nyu_depth_v2_labeled.mat", "r+") as f:
+        images, depths = f["images"][()], f["depths"][()]
+        del f["images"], f["depths"]
+        if layout == "not reversed":  # (H, W, 3, N) and (H, W, N), as MATLAB shows them
+            f["images"], f["depths"] = images.transpose(3, 2, 1, 0), depths.transpose(2, 1, 0)
+        elif layout == "a group":
+            f.create_group("images")
+            f["depths"] = depths
+        else:
+            f["images"], f["depths"] = images, (depths * 1000).astype(np.uint16)
+    message = "depths are uint16, not floating-point metres" if layout == "millimetres" else "do not match"
+    with pytest.raises(FalError, match=message):
+        prepare_nyu(raw, tmp_path / "out", size=16)
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ import torchvision
 
 from falcli.errors import FalError
 from falcli.metrics.lpips import load_lpips
+from falcli.metrics.weights import sha256_of
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_trunk_loaded_from_torchvision_state_dict(tmp_path: Path):
         load_lpips(weights=path)
     distance, info = load_lpips(weights=path, allow_unofficial=True)
     assert info["official"] is False and info["weights"] == str(path)
+    assert info["sha256_prefix"] == sha256_of(path)[:8]  # the file's own hash, not the official one
     assert torch.allclose(distance(torch.rand(2, 3, 64, 64), -torch.rand(2, 3, 64, 64)), torch.zeros(2))
 
 

@@ -259,6 +259,33 @@ def test_evaluate_scores_depth_and_label_outputs(direction, key):
     assert all(np.isfinite(r[key]) for r in results)
 
 
+def test_lpips_from_unofficial_weights_is_scored_when_allowed_and_labelled(tmp_path):
+    import torchvision
+
+    features = torchvision.models.alexnet(weights=None).features
+    path = tmp_path / "alexnet-other.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    recipe = tiny()
+    refused, allowed = [], []
+    rows = evaluate_translation(*TASK.make_networks(recipe), recipe, torch.device("cpu"), 1, 2,
+                                lpips_weights=path, note=refused.append)
+    assert "lpips" not in rows[0] and any("--allow-unofficial-weights" in n for n in refused)
+    rows = evaluate_translation(*TASK.make_networks(recipe), recipe, torch.device("cpu"), 1, 2,
+                                lpips_weights=path, note=allowed.append, allow_unofficial_weights=True)
+    assert np.isfinite(rows[0]["lpips"]) and any("not comparable" in n for n in allowed)
+
+
+def test_prepared_nyu_is_scored_in_metres(tmp_path):
+    from falcli.formats.nyu import prepare_nyu
+    from tests.test_formats_paired import _nyu
+
+    root = prepare_nyu(_nyu(tmp_path / "raw"), tmp_path / "nyu", size=32)
+    recipe = load_recipe(ROOT / "recipes" / "nyu_depth.yaml", TINY + [f"data.root={root}", "data.load_size=null"])
+    notes = []
+    results = evaluate_translation(*TASK.make_networks(recipe), recipe, torch.device("cpu"), 2, 2, note=notes.append)
+    assert all(np.isfinite(r["depth/abs_rel"]) and np.isfinite(r["depth/delta1"]) for r in results), notes
+
+
 def test_eigen_crop_maps_into_the_prepared_nyu_frame():
     mask = translation_eval.nyu_eigen_mask(467, 625)  # the border box at its own size: a plain shift
     rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]

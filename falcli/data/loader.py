@@ -14,16 +14,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from falcli.errors import FalError
 
 
+def check_batch_size(size: int, batch_size: int, world: int = 1) -> None:
+    if size < batch_size:
+        raise FalError(f"the dataset has {size} items, fewer than train.batch_size={batch_size}; "
+                       f"lower the batch size or add data")
+    if batch_size % world:
+        raise FalError(f"train.batch_size={batch_size} must be divisible by the {world} processes")
+
+
 class EpochBatches(Sampler[list[int]]):
     """Index lists for one rank's share of each global batch, from `start_iteration` on, forever."""
 
     def __init__(self, size: int, batch_size: int, seed: int, start_iteration: int = 0, rank: int = 0,
                  world: int = 1):
-        if size < batch_size:
-            raise FalError(f"the dataset has {size} items, fewer than train.batch_size={batch_size}; "
-                           f"lower the batch size or add data")
-        if batch_size % world:
-            raise FalError(f"train.batch_size={batch_size} must be divisible by the {world} processes")
+        check_batch_size(size, batch_size, world)
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.start_iteration, self.rank, self.world = start_iteration, rank, world
 

@@ -37,7 +37,12 @@ def decode_image(data: bytes | Path, name: str | None = None, mode: str | None =
         raise FalError(f"{label}: no such image file") from e
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError,
             Image.DecompressionBombError) as e:
-        raise FalError(f"{label}: corrupt or unreadable image ({e}); re-download or delete it") from e
+        reason = "not an image format PIL can read" if isinstance(e, UnidentifiedImageError) else e
+        raise FalError(f"{label}: corrupt or unreadable image ({reason}); re-download or delete it") from e
+    if image.mode in ("I;16", "I;16B", "I;16L", "I") and mode is not None:
+        # 16-bit PNGs: PIL's convert clips at 255 (a white image); scale the 0..65535 range instead.
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
     if mode is not None and image.mode != mode:
         image = image.convert(mode)
     return image

@@ -58,11 +58,17 @@ def load_splits(path: Path, count: int) -> dict[str, np.ndarray]:
                        f"is this the NYU {SPLITS_URL}?")
     splits = {}
     for split, key in keys.items():
-        index = np.asarray(mat[key]).ravel().astype(np.int64)
+        raw_index = np.asarray(mat[key]).ravel()
+        index = raw_index.astype(np.int64)
         if index.size == 0 or index.min() < 1 or index.max() > count:
             raise FalError(f"{path}: {key} has indices outside 1..{count} (the .mat has {count} frames); "
                            "the split file does not belong to this .mat")
+        if not np.array_equal(index, raw_index) or len(np.unique(index)) != index.size:
+            raise FalError(f"{path}: {key} holds repeated or non-integer frame indices; is this the NYU "
+                           f"{SPLITS_URL}?")
         splits[split] = index - 1
+    if np.intersect1d(splits["train"], splits["test"]).size:
+        raise FalError(f"{path}: trainNdxs and testNdxs share frames; a test frame must not be trained on")
     return splits
 
 
@@ -77,11 +83,16 @@ def _open_mat(mat: Path) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
         raise FalError(f"{mat}: expected keys 'images' and 'depths', found {found or 'none'}; "
                        f"is this {MAT_NAME}?")
     images, depths = handle["images"], handle["depths"]
-    if images.ndim != 4 or images.shape[1] != 3 or depths.ndim != 3 \
-            or depths.shape != (images.shape[0], *images.shape[2:]):
+    shapes = [getattr(x, "shape", "a group, not an array") for x in (images, depths)]  # read before closing
+    if not all(isinstance(x, h5py.Dataset) for x in (images, depths)) or len(shapes[0]) != 4 \
+            or shapes[0][1] != 3 or shapes[1] != (shapes[0][0], *shapes[0][2:]):
         handle.close()
-        raise FalError(f"{mat}: images {images.shape} and depths {depths.shape} do not match "
-                       "(expected (N, 3, 640, 480) and (N, 640, 480)); is this the labelled NYU-Depth v2 file?")
+        raise FalError(f"{mat}: images {shapes[0]} and depths {shapes[1]} do not match (expected (N, 3, 640, 480) "
+                       f"and (N, 640, 480), as h5py reads MATLAB's arrays); is this the labelled NYU-Depth v2 file?")
+    if not np.issubdtype(depths.dtype, np.floating):
+        handle.close()
+        raise FalError(f"{mat}: depths are {depths.dtype}, not floating-point metres as in the labelled NYU-Depth v2 "
+                       f"file; convert them to metres (float32) first")
     return handle, images, depths
 
 
@@ -112,6 +123,7 @@ def prepare_nyu(raw: Path, out: Path, size: int = 256, splits_file: Path | None 
             "crop": f"rows {top}:{bottom}, cols {left}:{right} of {height}x{width} (white border removed)",
             "resize_filter": {"rgb": "bicubic", "depth": DEPTH_FILTER},
             "names": "1-based frame index into nyu_depth_v2_labeled.mat, as in splits.mat",
+            "eval_fields": {"depth": "depth"},  # metres, for the depth errors (Eigen crop)
         }
         fields = {"rgb": ((size, size, 3), "uint8"), "depth": ((size, size), "float32")}
         with DatasetWriter(out, "paired", "nyu", meta) as writer:

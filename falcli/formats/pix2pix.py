@@ -112,6 +112,9 @@ def prepare_pix2pix(raw: Path, out: Path, size: int = 256, progress: Progress | 
         if not splits:
             raise FalError(f"{raw}: no pix2pix images; expected <split>/*.jpg (A | B side by side) or "
                            "A/<split>/ and B/<split>/ with identical names, split in train, val, test")
+        if not {"val", "test"} & set(splits):  # a train-only set could never draw sample pictures or be scored
+            raise FalError(f"{raw}: only a {', '.join(sorted(splits))} split; fal draws sample pictures and "
+                           f"evaluations from val/ (or test/): add one with a few pairs")
         meta = {"size": size, "created_by": created_by("pix2pix", size=size), "layout": layout,
                 "directions": DIRECTIONS, "default_direction": "a_to_b",
                 "resize_filter": {"a": "bicubic", "b": "bicubic"}}

@@ -174,8 +174,15 @@ class DatasetWriter:
             meta.setdefault(key, value)
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         check_new_output(self.out)  # someone may have created it while we were working
+        os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp made it private; the dataset is as shareable as a mkdir
         os.replace(self.tmp, self.out)
         self._closed = True
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def write_dataset(out: Path, kind: str, source: str, splits: dict[str, dict[str, np.ndarray]],

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from falcli.errors import FalError
-from falcli.metrics.weights import INCEPTION_FID, find_weights
+from falcli.metrics.weights import INCEPTION_FID, find_weights, sha256_of
 
 FID_DIMS = tuple(pfi.InceptionV3.BLOCK_INDEX_BY_DIM)
 IMAGE_EXTENSIONS = frozenset({"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"})
@@ -213,7 +213,7 @@ def load_inception(
     info = {
         "network": "pytorch-fid FID InceptionV3 (TF 2015-12-05 port)",
         "weights": str(path) if path else "random (not comparable)",
-        "sha256_prefix": INCEPTION_FID.sha256_prefix,
+        "sha256_prefix": sha256_of(path)[:8] if path and not official else INCEPTION_FID.sha256_prefix,  # the file's own
         "official": official,
         "dims": dims,
         "resize": RESIZE_PROTOCOL,

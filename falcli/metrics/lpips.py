@@ -14,7 +14,7 @@ import lpips as lpips_pkg
 import torch
 
 from falcli.errors import FalError
-from falcli.metrics.weights import ALEXNET_LPIPS, find_weights
+from falcli.metrics.weights import ALEXNET_LPIPS, find_weights, sha256_of
 
 # lpips' alexnet splits torchvision's `features` into slices but keeps the layer indices: slice2.3 == features.3.
 _SLICE_KEY = re.compile(r"^slice\d+\.(\d+\.\w+)$")
@@ -84,7 +84,7 @@ def load_lpips(
     info = {
         "network": "LPIPS v0.1, AlexNet trunk, linear layers from the lpips wheel",
         "weights": str(path) if path else "random trunk (not comparable)",
-        "sha256_prefix": ALEXNET_LPIPS.sha256_prefix,
+        "sha256_prefix": sha256_of(path)[:8] if path and not official else ALEXNET_LPIPS.sha256_prefix,  # the file's own
         "official": official,
         "input": "float RGB in [-1, 1], no resizing; grey repeated to 3 channels",
     }

@@ -47,10 +47,12 @@ def _warn(message: str) -> None:
 @torch.no_grad()
 def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int, num_samples: int,
                          lpips_weights: Path | None = None, seg_weights: Path | None = None,
-                         note: Callable[[str], None] | None = None) -> list[dict[str, float]]:
+                         note: Callable[[str], None] | None = None,
+                         allow_unofficial_weights: bool = False) -> list[dict[str, float]]:
     """One dict of metrics per feedback step t = 1..steps, over the first `num_samples` validation pairs.
 
-    lpips_weights: AlexNet file for LPIPS (None = search $FAL_WEIGHTS_DIR and the torch hub cache).
+    lpips_weights: AlexNet file for LPIPS (None = search $FAL_WEIGHTS_DIR and the torch hub cache), refused
+    when its SHA-256 is not the official one unless allow_unofficial_weights.
     seg_weights: a segmenter judge.pt (None = runs/<dataset>_segmenter/judge.pt if it exists; a path given
     explicitly must load). note: receives one line per metric that was skipped and why (default: a warning).
     """
@@ -64,11 +66,14 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
     if count < 1:
         raise FalError("evaluate: num_samples must be >= 1")
 
-    lpips = _open_lpips(lpips_weights, device, recipe.data.image_size, note)
+    lpips = _open_lpips(lpips_weights, device, recipe.data.image_size, note, allow_unofficial_weights)
     segmenter = _open_segmenter(seg_weights, pairing, device, note) if pairing.makes_photos else None
     if (pairing.makes_photos or pairing.makes_labels) and "labels" not in dataset.arrays:
         note("segmentation scores unavailable: the dataset stores no train-id labels (meta eval_fields)")
         segmenter = None
+    if pairing.target_is_depth and "depth" not in dataset.arrays:
+        note("depth errors unavailable: the dataset stores no depth in metres (meta.json eval_fields.depth); "
+             "prepare it again with this version of fal")
     eigen = pairing.name == "nyu"
 
     sums = [_StepSums() for _ in range(steps)]
@@ -137,15 +142,19 @@ class _StepSums:
         return result
 
 
-def _open_lpips(weights: Path | None, device: torch.device, size: int, note) -> Callable | None:
+def _open_lpips(weights: Path | None, device: torch.device, size: int, note,
+                allow_unofficial: bool = False) -> Callable | None:
     if size < 32:
         note(f"LPIPS unavailable: AlexNet needs images of at least 32 pixels (data.image_size is {size})")
         return None
     try:
-        distance, _ = load_lpips(weights=weights, device=device)
+        distance, info = load_lpips(weights=weights, device=device, allow_unofficial=allow_unofficial)
     except FalError as error:
         note(f"LPIPS unavailable: {error}")
         return None
+    if not info["official"]:
+        note(f"LPIPS from unofficial weights {info['weights']} (SHA-256 {info['sha256_prefix']}…): "
+             f"not comparable with published values")
     return distance
 
 
