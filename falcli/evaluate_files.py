@@ -318,11 +318,11 @@ def read_grids(path: Path, progress: ProgressFn | None = None) -> np.ndarray:
 
 
 def _grids_of(path: Path) -> list[np.ndarray]:
-    from falcli.formats.binvox import read_binvox
+    from falcli.formats.binvox import read_binvox, y_up_to_z_up
 
     if path.suffix == ".binvox":
         grid, _ = read_binvox(path)
-        return [grid.astype(np.uint8)]
+        return [y_up_to_z_up(grid).astype(np.uint8)]
     if path.suffix != ".npy":
         raise FalError(f"{path}: not a .binvox or .npy voxel file")
     array = _load_npy(path)

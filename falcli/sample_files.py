@@ -111,11 +111,11 @@ class VoxelFiles:
 
     def read(self, paths: Sequence[Path]) -> torch.Tensor:
         """(b, 1, R, R, R) in {0, 1}."""
-        from falcli.formats.binvox import downsample, read_binvox
+        from falcli.formats.binvox import downsample, read_binvox, y_up_to_z_up
 
         grids = []
         for path in paths:
-            grid, _ = read_binvox(path)
+            grid = y_up_to_z_up(read_binvox(path)[0])
             dim = grid.shape[0]
             if dim != self.resolution:
                 if dim < self.resolution or dim % self.resolution:
@@ -126,12 +126,12 @@ class VoxelFiles:
         return torch.stack(grids)[:, None]
 
     def write(self, x: torch.Tensor, names: Sequence[str], folder: Path) -> None:
-        from falcli.formats.binvox import write_binvox
+        from falcli.formats.binvox import write_binvox, z_up_to_y_up
         from falcli.tasks.voxel import occupancy
 
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in zip(names, occupancy(x)):
-            write_binvox(folder / f"{name}{VOXEL_SUFFIX}", grid)
+            write_binvox(folder / f"{name}{VOXEL_SUFFIX}", z_up_to_y_up(grid))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from falcli.config import load_recipe, recipe_from_dict
 from falcli.errors import FalError
 from falcli.evaluate import EvaluateOptions, metric_table, run
 from falcli.evaluate_fid import fid_command
-from falcli.formats.binvox import write_binvox
+from falcli.formats.binvox import write_binvox, z_up_to_y_up
 from falcli.judges import JUDGES
 from falcli.judges.base import fit, predict
 from falcli.judges.run import run_judge
@@ -358,7 +358,7 @@ def test_voxel_accuracy_on_binvox_and_npy_equals_the_judges_predictions(world, t
     folder = tmp_path / "shapes"
     folder.mkdir()
     for i in range(3):
-        write_binvox(folder / f"s{i}.binvox", shapes[i])
+        write_binvox(folder / f"s{i}.binvox", z_up_to_y_up(shapes[i]))  # as `fal sample` writes them
     np.save(folder / "rest.npy", shapes[3:].astype(np.float32) * 0.9)  # probabilities, thresholded at 0.5
     np.save(folder / "latents.npy", np.zeros((5, 8), np.float32))  # `fal sample` bookkeeping: not a sample
     evaluation = run("voxel-accuracy", EvaluateOptions(a=folder, device="cpu", judge=world["voxel_judge"],

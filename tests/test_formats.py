@@ -18,7 +18,8 @@ from PIL import Image
 
 from falcli.errors import FalError
 from falcli.formats.archive import open_source
-from falcli.formats.binvox import downsample, encode_binvox, read_binvox, write_binvox
+from falcli.formats.binvox import (downsample, encode_binvox, read_binvox, write_binvox, y_up_to_z_up,
+                                   z_up_to_y_up)
 from falcli.formats.images import center_box, decode_image, resize, square_box, to_array
 from falcli.formats.store import DatasetWriter, load_names, load_split, read_meta, write_dataset
 
@@ -315,3 +316,13 @@ def test_a_finished_dataset_is_as_readable_as_a_new_folder(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+
+
+def test_binvox_frames_turn_y_up_into_z_up_and_back() -> None:
+    mast = np.zeros((4, 4, 4), bool)
+    mast[1, :, 2] = True          # standing along y, as ShapeNet's binvox files stand
+    mast[1, 3, 3] = True          # a flag at the top, pointing to +z
+    standing = y_up_to_z_up(mast)
+    assert standing[1, :, :].any(axis=0).all() and standing[:, :, 3].sum() == 2  # along z now, flag on top
+    assert np.array_equal(z_up_to_y_up(standing), mast)
+    assert np.array_equal(y_up_to_z_up(z_up_to_y_up(standing)), standing)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from falcli.errors import FalError
-from falcli.formats.binvox import downsample, encode_binvox
+from falcli.formats.binvox import downsample, encode_binvox, y_up_to_z_up
 from falcli.formats.celeba import prepare_celeba, prepare_image_folder
 from falcli.formats.shapenet import prepare_shapenet
 from falcli.formats.store import load_names, load_split, read_meta
@@ -134,7 +135,7 @@ def test_shapenet_both_layouts(tmp_path: Path) -> None:
         data, names = load_split(out, split), load_names(out, split)
         assert sorted(data["labels"].tolist()) == data["labels"].tolist()
         for name, voxels, label in zip(names, data["voxels"], data["labels"]):
-            np.testing.assert_array_equal(voxels, downsample(grids[name], 4).astype(np.uint8))
+            np.testing.assert_array_equal(voxels, y_up_to_z_up(downsample(grids[name], 4)).astype(np.uint8))
             assert label == (0 if name.startswith("02691156") else 1)
         seen += names
     assert sorted(seen) == sorted(grids)
@@ -156,6 +157,9 @@ def test_shapenet_default_classes_and_errors(tmp_path: Path) -> None:
     (tmp_path / "raw" / "02958343" / "c2" / "models" / "model_normalized.solid.binvox").write_bytes(
         b"#binvox 1\ndim 8 8 8\ntranslate 0 0 0\nscale 1\ndata\n" + bytes([0, 255]))
     with pytest.raises(FalError, match="c2/models/model_normalized.solid.binvox: binvox data truncated"):
+        prepare_shapenet(tmp_path / "raw", tmp_path / "out", size=4, classes=["car"])
+    shutil.rmtree(tmp_path / "raw" / "02958343" / "c2")
+    with pytest.raises(FalError, match="only one car model; a class needs at least two"):
         prepare_shapenet(tmp_path / "raw", tmp_path / "out", size=4, classes=["car"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all", "raw"]
 

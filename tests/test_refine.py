@@ -21,7 +21,7 @@ from falcli.cli import app
 from falcli.config import load_recipe
 from falcli.errors import FalError
 from falcli.feedback import unroll
-from falcli.formats.binvox import read_binvox, write_binvox
+from falcli.formats.binvox import read_binvox, write_binvox, y_up_to_z_up
 from falcli.methods.eqgan_sa import CODE_SIZE
 from falcli.refine import INVERT_STREAM, RefineOptions, refine
 from falcli.sample import SampleOptions, latents_for, open_checkpoint, sample
@@ -143,7 +143,7 @@ def test_voxel_refine_starts_from_the_binvox_and_uses_the_latents(ckpt, tmp_path
     path = ckpt("voxel")
     sample(SampleOptions(path, tmp_path / "s", count=3, steps=1))
     refine(RefineOptions(path, tmp_path / "s", tmp_path / "r", steps=2), warn=lambda m: None)
-    read = lambda p: read_binvox(p)[0]  # noqa: E731
+    read = lambda p: y_up_to_z_up(read_binvox(p)[0])  # noqa: E731  (files stand on y; fal's grids on z)
     given = torch.stack([torch.from_numpy(read(tmp_path / "s" / f"{i:06d}.binvox").astype(np.float32))
                          for i in range(3)])[:, None]
     z = torch.from_numpy(np.load(tmp_path / "s" / "latents.npy"))

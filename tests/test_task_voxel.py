@@ -11,7 +11,7 @@ from falcli import checkpoint, train
 from falcli.config import load_recipe, recipe_from_dict
 from falcli.errors import FalError
 from falcli.feedback import unroll
-from falcli.formats.binvox import read_binvox
+from falcli.formats.binvox import read_binvox, y_up_to_z_up
 from falcli.formats.store import write_dataset
 from falcli.judges import JUDGES
 from falcli.judges import voxel_classifier
@@ -174,7 +174,7 @@ def test_export_writes_binvox_and_npy_that_read_back(tmp_path):
     shapes = (samples[:, 0] > 0.5).numpy()
     written = export_samples(samples, tmp_path / "bv", "binvox")
     assert [p.name for p in written] == [f"sample-{i:06d}.binvox" for i in range(3)]
-    assert np.array_equal(read_binvox(written[1])[0], shapes[1])
+    assert np.array_equal(y_up_to_z_up(read_binvox(written[1])[0]), shapes[1])  # files stand on y, as binvox's
     written = export_samples(samples, tmp_path / "np", "npy", latents=torch.randn(3, 8))
     assert np.array_equal(np.load(written[0]), shapes.astype(np.uint8))
     assert np.load(written[1]).shape == (3, 8)

@@ -102,6 +102,19 @@ def write_binvox(path: Path, grid: np.ndarray, translate: tuple[float, float, fl
     Path(path).write_bytes(encode_binvox(grid, translate, scale))
 
 
+# binvox (and ShapeNet, which ships binvox files) keeps y up; fal's grids keep z up (falcli.render, the built-in
+# primitives). The files are read and written in their own frame; these turn a grid between the two.
+
+def y_up_to_z_up(grid: np.ndarray) -> np.ndarray:
+    """A binvox-frame grid in fal's frame: a +90° turn about x (y → z, z → −y)."""
+    return np.ascontiguousarray(np.flip(grid, axis=2).transpose(0, 2, 1))
+
+
+def z_up_to_y_up(grid: np.ndarray) -> np.ndarray:
+    """The inverse of `y_up_to_z_up`: a fal grid in the frame binvox files and their viewers use."""
+    return np.ascontiguousarray(np.flip(grid.transpose(0, 2, 1), axis=2))
+
+
 def downsample(grid: np.ndarray, resolution: int, name: str = "voxel grid") -> np.ndarray:
     """Max-pool a (D, D, D) grid to (R, R, R): a voxel is filled when any voxel of its block is."""
     if grid.ndim != 3 or len(set(grid.shape)) != 1:

@@ -13,7 +13,7 @@ import numpy as np
 
 from falcli.errors import FalError
 from falcli.formats.archive import open_source
-from falcli.formats.binvox import downsample, read_binvox
+from falcli.formats.binvox import downsample, read_binvox, y_up_to_z_up
 from falcli.formats.store import DatasetWriter, Progress, created_by
 
 SYNSETS = {
@@ -67,13 +67,16 @@ def prepare_shapenet(raw: Path, out: Path, size: int = 32, classes: list[str] | 
             if not models:
                 raise FalError(f"{Path(raw) / SYNSETS[class_name]}: no <model>/model.binvox or "
                                f"<model>/models/model_normalized.solid.binvox files for class {class_name}")
+            if len(models) < 2:  # training and evaluation need every class in both splits
+                raise FalError(f"{Path(raw) / SYNSETS[class_name]}: only one {class_name} model; a class needs at "
+                               f"least two (one goes to val), or leave {class_name} out of --classes")
             val = _split_val(list(models))
             for model in sorted(models):
                 items["val" if model in val else "train"].append((label, model, models[model]))
         splits = {split: entries for split, entries in items.items() if entries}
         meta = {"size": size, "created_by": created_by("shapenet", size=size, classes=chosen),
                 "classes": chosen, "synsets": [SYNSETS[c] for c in chosen], "downsample": "max-pool",
-                "axes": "x, y, z", "val_fraction": VAL_FRACTION}
+                "axes": "x, y, z; z up (turned from binvox's y up)", "val_fraction": VAL_FRACTION}
         with DatasetWriter(out, "voxels", "shapenet", meta) as writer:
             slots: dict[str, tuple[str, int]] = {}
             voxels = {}
@@ -88,6 +91,7 @@ def prepare_shapenet(raw: Path, out: Path, size: int = 32, classes: list[str] | 
                 progress("shapenet", 0, total)
             for done, (member, data) in enumerate(source.iter_read(list(slots)), 1):
                 grid, _ = read_binvox(data, source.where(member))
+                grid = y_up_to_z_up(grid)  # ShapeNet models stand on y; fal's grids on z
                 split, i = slots[member]
                 voxels[split][i] = downsample(grid, size, source.where(member)).astype(np.uint8)
                 if progress:

@@ -297,8 +297,8 @@ def steps_picture(real: torch.Tensor, unrolled: Unrolled, columns: int = 8, size
 def export_samples(samples: torch.Tensor, out_dir: Path, fmt: str,
                    latents: torch.Tensor | None = None) -> list[Path]:
     """Write samples (N, 1, R, R, R) thresholded at 0.5: `binvox` = one sample-NNNNNN.binvox each, `npy` = one
-    samples.npy (N, R, R, R) uint8 in (x, y, z) axes. Latents, when given, go to latents.npy (for `fal refine`)."""
-    from falcli.formats.binvox import write_binvox
+    samples.npy (N, R, R, R) uint8 in fal's (x, y, z) axes, z up; .binvox files stand on y, as binvox's own. Latents, when given, go to latents.npy (for `fal refine`)."""
+    from falcli.formats.binvox import write_binvox, z_up_to_y_up
 
     if fmt not in EXPORT_FORMATS:
         raise FalError(f"export format {fmt!r}: choose {' or '.join(EXPORT_FORMATS)}")
@@ -314,7 +314,7 @@ def export_samples(samples: torch.Tensor, out_dir: Path, fmt: str,
     else:
         for i, grid in enumerate(grids):
             written.append(out_dir / f"sample-{i:06d}.binvox")
-            write_binvox(written[-1], grid)
+            write_binvox(written[-1], z_up_to_y_up(grid))  # binvox viewers expect y up
     if latents is not None:
         written.append(out_dir / "latents.npy")
         np.save(written[-1], latents.detach().float().cpu().numpy())
