@@ -202,6 +202,8 @@ def edit_heatmaps(
 def prepare(
     dataset: Annotated[str, typer.Argument(help="cityscapes, nyu, celeba, images, pix2pix, shapenet, or a "
                                                 "built-in: streets, shapes, primitives")],
+    raw_argument: Annotated[Path | None, typer.Argument(metavar="[RAW]", show_default=False,
+                                                        help="The raw download, as --raw")] = None,
     raw: Annotated[Path | None, typer.Option(help="The raw download: archive or folder")] = None,
     out: OutOpt = None,
     size: Annotated[int | None, typer.Option(help="Output size in pixels or voxels")] = None,
@@ -213,6 +215,9 @@ def prepare(
     from falcli.console import console, progress_bar
     from falcli.prepare import prepare as run_prepare
 
+    if raw_argument is not None and raw is not None and raw_argument != raw:
+        raise FalError(f"two raw downloads given ({raw_argument} and --raw {raw}); pass one")
+    raw = raw or raw_argument  # `fal prepare images DIR` reads as well as `--raw DIR`
     out = out or Path("data") / dataset
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     with contextlib.ExitStack() as stack:
@@ -224,7 +229,8 @@ def prepare(
             bars["update"](done, max(total, 1), None, description=description)
 
         path = run_prepare(dataset, raw, out, size=size, classes=class_list, splits_file=splits,
-                           progress=progress, count=count)
+                           progress=progress, count=count, warn=lambda message: console.print(
+                               f"[yellow]warning:[/] {message}", soft_wrap=True))
     console.print(f"[green]done[/] → {path}")
 
 

@@ -17,7 +17,7 @@ from falcli.formats.shapenet import prepare_shapenet
 from falcli.data.primitives import make_primitives, meta as primitives_meta
 from falcli.data.shapes import make_shapes, meta as shapes_meta
 from falcli.data.streets import make_streets, meta as streets_meta
-from falcli.formats.store import Progress, check_new_output, write_dataset
+from falcli.formats.store import Progress, check_new_output, read_meta, write_dataset
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class PrepareOptions:
     splits_file: Path | None = None
     progress: Progress | None = None
     count: int | None = None            # built-in datasets: training items (validation gets a tenth)
+    warn: Callable[[str], None] = print  # one line about a surprising but valid input
 
 
 Preparer = Callable[[Path | None, Path, PrepareOptions], Path]
@@ -63,7 +64,11 @@ def _nyu(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
 def _celeba(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
     _only("celeba", o)
     where = "img_align_celeba.zip, its unpacked folder, or the folder holding either"
-    return prepare_celeba(_raw("celeba", raw, where), out, o.size or 64, o.progress)
+    path = prepare_celeba(_raw("celeba", raw, where), out, o.size or 64, o.progress)
+    if read_meta(path)["partition"].startswith("none"):
+        o.warn(f"no list_eval_partition.txt (or Kaggle's .csv) near {raw}: every image went to train. Put the "
+               f"file from CelebA's Eval/ folder next to the images for the official train/val/test split")
+    return path
 
 
 def _images(raw: Path | None, out: Path, o: PrepareOptions) -> Path:
@@ -122,7 +127,8 @@ PREPARERS: dict[str, Preparer] = {
 
 def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = None,
             classes: list[str] | None = None, splits_file: Path | None = None,
-            progress: Progress | None = None, count: int | None = None) -> Path:
+            progress: Progress | None = None, count: int | None = None,
+            warn: Callable[[str], None] = print) -> Path:
     """Prepare `dataset` from `raw` into `out` (never overwritten, written atomically); returns `out`."""
     if dataset not in PREPARERS:
         raise FalError(f"unknown dataset {dataset!r}; choose one of: {', '.join(PREPARERS)}")
@@ -136,5 +142,6 @@ def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = Non
     check_new_output(out)
     if count is not None and (count < 1 or dataset not in ("streets", "shapes", "primitives")):
         raise FalError("--count applies to the built-in datasets (streets, shapes, primitives) and must be >= 1")
-    options = PrepareOptions(size=size, classes=classes, splits_file=splits_file, progress=progress, count=count)
+    options = PrepareOptions(size=size, classes=classes, splits_file=splits_file, progress=progress, count=count,
+                             warn=warn)
     return PREPARERS[dataset](Path(raw) if raw is not None else None, out, options)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 from PIL import Image
 
 from falcli.errors import FalError
@@ -65,6 +66,39 @@ def test_celeba_folder_without_partition(tmp_path: Path) -> None:
         (folder / f"00000{i}.jpg").write_bytes(_jpeg(_face(50)))
     out = prepare_celeba(tmp_path / "raw", tmp_path / "out", size=8)
     assert read_meta(out)["splits"] == {"train": 2} and load_names(out, "train") == ["000001", "000002"]
+
+
+@pytest.mark.parametrize("layout", ["drive", "kaggle"])
+def test_celeba_download_layouts_find_their_partition_file(tmp_path: Path, layout: str) -> None:
+    partition = "000001.jpg 0\n000002.jpg 1\n000003.jpg 2\n"
+    if layout == "drive":  # CelebA/Img/img_align_celeba.zip and CelebA/Eval/list_eval_partition.txt
+        (tmp_path / "CelebA").mkdir()
+        zipped = _celeba_zip(tmp_path / "CelebA" / "Img", partition=None)
+        (tmp_path / "CelebA" / "Eval").mkdir()
+        (tmp_path / "CelebA" / "Eval" / "list_eval_partition.txt").write_text(partition)
+        given = [zipped, tmp_path / "CelebA"]
+    else:  # archive/img_align_celeba/img_align_celeba/*.jpg and archive/list_eval_partition.csv
+        images = tmp_path / "archive" / "img_align_celeba" / "img_align_celeba"
+        images.mkdir(parents=True)
+        for i in (1, 2, 3):
+            (images / f"00000{i}.jpg").write_bytes(_jpeg(_face(40 * i)))
+        (tmp_path / "archive" / "list_eval_partition.csv").write_text(
+            "image_id,partition\n" + partition.replace(" ", ","))
+        given = [tmp_path / "archive", images.parent]
+    for n, raw in enumerate(given):
+        out = prepare_celeba(raw, tmp_path / f"out{n}", size=8)
+        assert read_meta(out)["splits"] == {"train": 1, "val": 1, "test": 1}, raw
+
+
+def test_celeba_without_partition_says_so(tmp_path: Path) -> None:
+    from falcli.cli import app
+
+    _celeba_zip(tmp_path / "raw", partition=None)
+    result = CliRunner().invoke(app, ["prepare", "celeba", str(tmp_path / "raw"), "--out", str(tmp_path / "out"),
+                                      "--size", "8"])
+    assert result.exit_code == 0, result.output
+    assert "every image went to train" in " ".join(result.output.split())
+    assert read_meta(tmp_path / "out")["splits"] == {"train": 3}
 
 
 def test_celeba_errors(tmp_path: Path) -> None:

@@ -156,6 +156,9 @@ def test_prepared_folder_is_read_and_bad_folders_point_to_fal_prepare(tmp_path):
     with pytest.raises(FalError, match="holds 32×32 images; set data.image_size: 32"):
         TASK.make_dataset(recipe("data.source=prepared", f"data.root={root}", "data.image_size=64",
                                  "model.d_map_size=4"), "train")
+    odd = _prepared(tmp_path / "odd", 33)
+    with pytest.raises(FalError, match=r"holds 33×33 images; prepare again with --size 32 \(the image task"):
+        TASK.make_dataset(recipe("data.source=prepared", f"data.root={odd}"), "train")
     voxels = write_dataset(tmp_path / "vox", "voxels", "test", {"train": {"voxels": np.zeros((2, 4, 4, 4), np.uint8)}},
                            {})
     with pytest.raises(FalError, match="needs an images dataset"):

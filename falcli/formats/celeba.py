@@ -24,16 +24,31 @@ _MEMBER = re.compile(rf"^{FOLDER}/(?P<file>[^/]+\.(?i:jpg|jpeg|png))$")
 
 
 def _locate(raw: Path) -> tuple[Source, list[Path]]:
-    """The image source (members named img_align_celeba/<file>) and the folders that may hold the partition."""
+    """The image source (members named img_align_celeba/<file>) and the folders that may hold the partition.
+
+    Accepts the zip or the images' folder themselves, or a folder above them as downloads lay them out: the
+    official Drive copy (CelebA/Img/img_align_celeba.zip, CelebA/Eval/list_eval_partition.txt) and Kaggle's
+    (img_align_celeba/img_align_celeba/*.jpg, list_eval_partition.csv at the top).
+    """
     if raw.is_file():
-        return open_source(raw), [raw.parent]
+        return open_source(raw), _partition_folders(raw.parent)
     if not raw.is_dir():
         raise FalError(f"{raw}: no such file or folder; {DOWNLOAD_HINT}")
-    if (raw / f"{FOLDER}.zip").is_file():
-        return open_source(raw / f"{FOLDER}.zip"), [raw]
-    if (raw / FOLDER).is_dir():
-        return DirSource(raw / FOLDER, prefix=FOLDER), [raw, raw / FOLDER]
-    return DirSource(raw, prefix=FOLDER), [raw, raw.parent]
+    for zipped in (raw / f"{FOLDER}.zip", raw / "Img" / f"{FOLDER}.zip"):
+        if zipped.is_file():
+            return open_source(zipped), _partition_folders(zipped.parent)
+    for folder in (raw / FOLDER / FOLDER, raw / FOLDER, raw / "Img" / FOLDER):
+        if folder.is_dir():
+            return DirSource(folder, prefix=FOLDER), _partition_folders(folder)
+    return DirSource(raw, prefix=FOLDER), _partition_folders(raw)
+
+
+def _partition_folders(start: Path) -> list[Path]:
+    """Where list_eval_partition may be: `start` and two folders up, each also with its Eval/ subfolder."""
+    folders = []
+    for folder in [start, *start.parents][:3]:
+        folders += [folder, folder / "Eval"]
+    return folders
 
 
 def read_partition(path: Path) -> dict[str, str]:

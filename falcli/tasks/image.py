@@ -109,8 +109,9 @@ def load_images(data: ImageSource, split: str) -> dict[str, np.ndarray]:
     arrays = load_split(root, split)
     size = arrays["images"].shape[1]
     if size != data.image_size:
-        raise FalError(f"data.image_size is {data.image_size} but {root} holds {size}×{size} images; set "
-                       f"data.image_size: {size}, or prepare again with --size {data.image_size}")
+        fix = (f"set data.image_size: {size}, or prepare again with --size {data.image_size}" if size in IMAGE_SIZES
+               else f"prepare again with --size {data.image_size} (the image task trains at 32, 64 or 128)")
+        raise FalError(f"data.image_size is {data.image_size} but {root} holds {size}×{size} images; {fix}")
     return arrays
 
 
