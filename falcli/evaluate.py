@@ -188,7 +188,12 @@ def print_evaluation(evaluation: Evaluation, console) -> None:
     from rich.text import Text
 
     if "label" in evaluation.protocol:  # fid: whether the value is comparable with published ones comes first
-        console.print(evaluation.protocol["label"], markup=False)
+        from falcli.evaluate_fid import protocol_lines
+
+        label, *details = protocol_lines(evaluation.protocol)
+        console.print(label, markup=False)
+        for line in details:
+            console.print(Text(line, style="dim"), soft_wrap=True)
     for path in evaluation.saved:
         console.print(f"saved {path}", markup=False)
     if evaluation.rows:

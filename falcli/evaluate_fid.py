@@ -48,6 +48,7 @@ class Side:
     features: list[np.ndarray] | None   # None for .npz statistics (no KID possible)
     count: int | None                   # images per step (None for .npz)
     steps: list[int] | None = None      # feedback steps of a checkpoint's samples
+    stats_label: str | None = None      # .npz written by fal: the label of the weights that made it
 
 
 # --- feature spaces ---
@@ -188,7 +189,8 @@ def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device
 
 def stats_side(path: Path) -> Side:
     mu, sigma = fidlib.load_stats(path)
-    return Side(f"statistics {path} (dims {mu.shape[0]})", [(mu, sigma)], None, None)
+    return Side(f"statistics {path} (dims {mu.shape[0]})", [(mu, sigma)], None, None,
+                stats_label=fidlib.stats_label(path))
 
 
 # --- the command ---
@@ -241,7 +243,8 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
 
     side_a = resolve(a, kinds[0])
     if save_stats:
-        return {"rows": [], "saved": _save(side_a, b), "protocol": _protocol(built[0], side_a, None)}
+        protocol = _protocol(built[0], side_a, None)
+        return {"rows": [], "saved": _save(side_a, b, protocol.get("label")), "protocol": protocol}
     side_b = resolve(b, kinds[1])
     space = built[0] if built else None
     rows = []
@@ -257,7 +260,7 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
     return {"rows": rows, "saved": [], "protocol": _protocol(space, side_a, side_b)}
 
 
-def _save(side: Side, out: Path) -> list[str]:
+def _save(side: Side, out: Path, label: str | None) -> list[str]:
     """pytorch-fid --save-stats: write (mu, sigma); refuse to overwrite, as pytorch-fid 0.3.0 does."""
     if len(side.stats) == 1:
         targets = [out]
@@ -266,7 +269,7 @@ def _save(side: Side, out: Path) -> list[str]:
     for target in targets:
         if target.exists():
             raise FalError(f"{target}: already exists; choose another output or delete it")
-    return [str(fidlib.save_stats(target, *stats)) for target, stats in zip(targets, side.stats)]
+    return [str(fidlib.save_stats(target, *stats, label=label)) for target, stats in zip(targets, side.stats)]
 
 
 def _protocol(space: FeatureSpace | None, a: Side, b: Side | None) -> dict:
@@ -276,6 +279,10 @@ def _protocol(space: FeatureSpace | None, a: Side, b: Side | None) -> dict:
                          if info["official"] else "NOT COMPARABLE: unofficial Inception weights")
     elif space is not None:
         info["label"] = "judge feature space: comparable only between runs scored by the same judge"
+    for side in (a, b):  # statistics made with unofficial weights keep the result not comparable
+        if side is not None and side.stats_label and (side.stats_label.startswith("NOT COMPARABLE")
+                                                      or "label" not in info):
+            info["label"] = f"{side.stats_label} ({side.label})"
     info["a"] = a.label
     info["n_a"] = a.count
     if b is not None:
@@ -322,15 +329,8 @@ def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch
     return rows
 
 
-def report_lines(result: dict) -> list[str]:
-    """What `fal evaluate fid` prints: the protocol (with its comparability label), then one line per row."""
-    p = result["protocol"]
-    lines = [p.get("label", p["feature_space"])]
-    lines += [f"{key}: {p[key]}" for key in ("network", "weights", "dims", "resize", "a", "b") if key in p]
-    if result["saved"]:
-        lines += [f"saved {path}" for path in result["saved"]]
-    for row in result["rows"]:
-        step = f"t={row['step']}  " if row["step"] is not None else ""
-        kid = f"  KID {row['kid']:.5f} ± {row['kid_std']:.5f}" if "kid" in row else ""
-        lines.append(f"{step}FID {row['fid']:.3f}{kid}")
-    return lines
+def protocol_lines(protocol: dict) -> list[str]:
+    """What `fal evaluate fid` prints before its table: the comparability label, then how it was measured."""
+    lines = [protocol.get("label", protocol.get("feature_space", ""))]
+    keys = ("network", "weights", "sha256_prefix", "dims", "resize", "a", "n_a", "b", "n_b")
+    return lines + [f"{key}: {protocol[key]}" for key in keys if key in protocol]

@@ -444,3 +444,16 @@ def test_cli_errors_are_one_line_with_exit_code_2(world, tmp_path, args, message
     assert result.exit_code == 2
     assert message in result.output.replace("\n", " ") and "Traceback" not in result.output
     assert sum(line.startswith("error:") for line in result.output.splitlines()) == 1
+
+
+def test_fid_on_the_command_line_prints_its_protocol_before_the_table(world, tmp_path):
+    a = _pngs(tmp_path / "a", _rng_images(0, 12), range(12))
+    b = _pngs(tmp_path / "b", _rng_images(1, 12), range(12))
+    result = _cli("evaluate", "fid", a, b, "--feature-space", f"judge:{world['shapes_judge']}", "--device", "cpu",
+                  "--dims", "4", "--json", tmp_path / "fid.json")
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "━" not in line]  # without the progress bar
+    assert said[0].startswith("judge feature space")
+    assert any(line.startswith("network:") for line in said) and any(line.startswith("n_a: 12") for line in said)
+    assert said.index(next(line for line in said if line.startswith("n_b:"))) < \
+        said.index(next(line for line in said if line.startswith("fid:")))

@@ -15,7 +15,7 @@ from falcli import checkpoint, train
 from falcli.config import load_recipe
 from falcli.data.shapes import make_shapes
 from falcli.errors import FalError
-from falcli.evaluate_fid import fid_command, generate_steps, report_lines
+from falcli.evaluate_fid import fid_command, generate_steps, protocol_lines
 from falcli.judges.run import run_judge
 from falcli.metrics import fid
 from falcli.tasks import TASKS
@@ -104,8 +104,8 @@ def test_checkpoint_gives_one_row_per_step_equal_to_its_exported_pngs(world, tmp
     assert all(np.isfinite(row["fid"]) and "kid" in row for row in result["rows"])
     assert "G_ema, 12 samples per step" in result["protocol"]["a"]  # the recipe keeps an EMA of G
     assert result["protocol"]["label"].startswith("judge feature space")
-    lines = report_lines(result)
-    assert lines[0] == result["protocol"]["label"] and lines[-1].startswith("t=3  FID ") and "KID" in lines[-1]
+    lines = protocol_lines(result["protocol"])
+    assert lines[0] == result["protocol"]["label"] and any(line.startswith("n_a: 12") for line in lines)
     # the same samples saved as PNGs (what a user would export) give the same FID
     recipe, _, D, G_ema, _ = checkpoint.restore(world["ckpt"], torch.device("cpu"))
     images, _ = generate_steps(TASKS["image"], G_ema, D, recipe, torch.device("cpu"), 3, 12)
@@ -131,6 +131,16 @@ def test_save_stats_writes_pytorch_fid_npz_and_refuses_to_overwrite(world, tmp_p
     assert [Path(p).name for p in per_step["saved"]] == ["fake-step1.npz", "fake-step2.npz", "fake-step3.npz"]
     with pytest.raises(FalError, match="--kid needs images on both sides.*real.npz"):
         _judge(world, world["other"], out, kid=True)
+
+
+def test_statistics_keep_the_label_of_the_weights_that_made_them(world, tmp_path):
+    saved = _judge(world, world["real"], tmp_path / "real.npz", save_stats=True)
+    assert fid.stats_label(tmp_path / "real.npz") == saved["protocol"]["label"]
+    mu, sigma = fid.load_stats(tmp_path / "real.npz")
+    fid.save_stats(tmp_path / "odd.npz", mu, sigma, label="NOT COMPARABLE: unofficial Inception weights")
+    result = fid_command(tmp_path / "real.npz", tmp_path / "odd.npz", device="cpu")
+    assert result["protocol"]["label"].startswith("NOT COMPARABLE: unofficial Inception weights (statistics")
+    assert result["rows"][0]["fid"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bad_inputs_are_one_line_errors(world, tmp_path):

@@ -18,7 +18,7 @@ from falcli.judges import voxel_classifier
 from falcli.judges.base import fit
 from falcli.nn.spatial_transform import AdaptiveSpatialTransform
 from falcli.tasks import TASKS
-from falcli.tasks.voxel import evaluate_voxel, export_samples
+from falcli.tasks.voxel import DataConfig, evaluate_voxel, export_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = TASKS["voxel"]
@@ -224,6 +224,11 @@ def test_evaluate_trains_the_default_judge_once(tmp_path, monkeypatch):
     data = recipe().data
     voxel_classifier.judge_for(data, torch.device("cpu"), say=said.append)
     assert (tmp_path / "runs" / "voxel_classifier-primitives-16" / "judge.pt").is_file()
+    from falcli.judges.voxel_classifier import default_judge_dir
+
+    one, two = (DataConfig(source="prepared", root=str(tmp_path / c / "shapenet")) for c in ("a", "b"))
+    assert default_judge_dir(one) != default_judge_dir(two)  # same folder name, different data
+    assert default_judge_dir(one).name.startswith("voxel_classifier-shapenet-")
     voxel_classifier.judge_for(data, torch.device("cpu"), say=said.append)
     assert len(said) == 1 and "training the voxel classifier once" in said[0]
 

@@ -6,6 +6,7 @@ assigns the generated shapes to the class the GAN was trained on (FAL poster, Sh
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -63,8 +64,16 @@ JUDGE = VoxelClassifierJudge()
 # --- finding (or training once) the judge for a GAN's data ---
 
 def default_judge_dir(data: DataConfig) -> Path:
-    """runs/voxel_classifier-<source>-<R>: where a judge for this data source and resolution is trained once."""
-    source = "primitives" if data.source == "primitives" else Path(data.root).name
+    """runs/voxel_classifier-<source>-<R>: where a judge for this data source and resolution is trained once.
+
+    A prepared source is named by its folder and a hash of its full path: two folders of one name (two copies
+    of `shapenet`, say) are different data and get different judges.
+    """
+    if data.source == "primitives":
+        source = "primitives"
+    else:
+        where = hashlib.sha1(str(Path(data.root).resolve()).encode("utf-8")).hexdigest()[:8]
+        source = f"{Path(data.root).name}-{where}"
     return RUNS / f"voxel_classifier-{source}-{data.resolution}"
 
 

@@ -99,17 +99,26 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
-def save_stats(path: Path, mu: np.ndarray, sigma: np.ndarray) -> Path:
+def save_stats(path: Path, mu: np.ndarray, sigma: np.ndarray, label: str | None = None) -> Path:
     """Write pytorch-fid compatible statistics (`np.savez_compressed`, keys mu, sigma); returns the written path.
 
-    numpy appends `.npz` when missing, so the returned path is the one actually on disk.
+    `label`, when given, is kept as an extra key `fal_label` (pytorch-fid reads only mu and sigma), so that a
+    value computed later from these statistics still says whether it is comparable. numpy appends `.npz` when
+    missing, so the returned path is the one actually on disk.
     """
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64))
+    extra = {"fal_label": np.array(label)} if label else {}
+    np.savez_compressed(path, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64), **extra)
     return path
+
+
+def stats_label(path: Path) -> str | None:
+    """The comparability label `save_stats` kept with the statistics, if any."""
+    with np.load(path, allow_pickle=False) as data:
+        return str(data["fal_label"]) if "fal_label" in data.files else None
 
 
 def load_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
