@@ -113,7 +113,13 @@ def generate_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.devic
         raise FalError(f"FID scores images; task {task.name!r} does not make 2D images")
     if num_samples < 1:
         raise FalError(f"--num-samples must be >= 1 (got {num_samples})")
-    inputs = task.fixed_batch(recipe, torch.device("cpu"), num_samples)
+    if recipe.task == "translation":  # conditioned on the val inputs
+        inputs = task.fixed_batch(recipe, torch.device("cpu"), num_samples)
+    else:  # the fixed batch's latents, without its real images: a checkpoint is scored without its data
+        from falcli.sample import latents_for
+
+        z = latents_for(recipe, num_samples, recipe.seed + 1)
+        inputs = Batch(real=z, gen_input=z)
     images: list[list[torch.Tensor]] = [[] for _ in range(steps)]
     logit_sums = [0.0] * steps
     for start in range(0, num_samples, batch_size):
@@ -147,7 +153,7 @@ def _statistics(features: np.ndarray, space: FeatureSpace, what: str) -> tuple[n
 def _kind(path: Path) -> str:
     if path.suffix == ".npz":
         return "stats"
-    if path.suffix == ".pt":
+    if path.suffix == ".pt" or (path / "checkpoints").is_dir():  # a checkpoint, or a run folder (its newest)
         return "checkpoint"
     if path.is_dir():
         return "folder"

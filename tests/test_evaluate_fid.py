@@ -1,6 +1,7 @@
 """`fal evaluate fid A B`: folders, .npz and checkpoints, equal to pytorch-fid, labelled, with one-line errors."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,19 @@ def test_save_stats_writes_pytorch_fid_npz_and_refuses_to_overwrite(world, tmp_p
     assert [Path(p).name for p in per_step["saved"]] == ["fake-step1.npz", "fake-step2.npz", "fake-step3.npz"]
     with pytest.raises(FalError, match="--kid needs images on both sides.*real.npz"):
         _judge(world, world["other"], out, kid=True)
+
+
+def test_a_checkpoint_is_scored_without_its_training_data(world, tmp_path):
+    from falcli.formats.store import write_dataset
+
+    data = write_dataset(tmp_path / "faces", "images", "test",
+                         {split: {"images": make_shapes(4, 32, seed=2)["images"]} for split in ("train", "val")}, {})
+    run_dir = train.run(load_recipe(ROOT / "recipes" / "shapes.yaml", TINY_IMAGE + [
+        "data.source=prepared", f"data.root={data}"]), train.RunOptions(out=tmp_path / "run", device="cpu"))
+    shutil.rmtree(data)  # evaluated elsewhere, against reference statistics
+    _judge(world, world["real"], tmp_path / "real.npz", save_stats=True)
+    result = _judge(world, run_dir, tmp_path / "real.npz", num_samples=12)
+    assert [row["step"] for row in result["rows"]] == [1, 2, 3] and all(np.isfinite(r["fid"]) for r in result["rows"])
 
 
 def test_statistics_keep_the_label_of_the_weights_that_made_them(world, tmp_path):

@@ -297,12 +297,9 @@ class ImageTask:
 
     def fixed_batch(self, recipe, device: torch.device, count: int) -> Batch:
         """Latents from their own generator (the same for a plain and a FAL run of one seed) and val images."""
-        generator = torch.Generator().manual_seed(recipe.seed + 1)
-        z = torch.randn(count, recipe.model.latent_dim, generator=generator)
-        if recipe.method.eqgan_sa:  # codes drawn after the latents, so the latents stay those of a plain run
-            from falcli.methods.eqgan_sa import fixed_code
+        from falcli.sample import latents_for  # under EqGAN-SA its heatmap codes come after the latents
 
-            z = torch.cat([z, fixed_code(count, generator)], dim=1)
+        z = latents_for(recipe, count, recipe.seed + 1)
         data = dataclasses.replace(recipe.data, shapes_val=PREVIEW_COLUMNS)  # shapes: generate only those shown
         shown = load_images(data, "val")["images"][:PREVIEW_COLUMNS]
         real = to_unit_range(torch.from_numpy(np.array(shown)))
