@@ -107,6 +107,10 @@ def _check_options(metric: str, options: EvaluateOptions) -> EvaluateOptions:
             options = replace(options, ckpt=options.a, a=None)
         elif options.ckpt is not None and (options.a is not None or options.b is not None):
             raise FalError(f"pass either --ckpt or input files to `fal evaluate {metric}`, not both")
+    fid_only = [flag for flag, given in (("--kid", options.kid), ("--dims", options.dims != 2048),
+                                         ("--save-stats", options.save_stats)) if given]
+    if fid_only and metric not in ("fid", "kid"):
+        raise FalError(f"{fid_only[0]} applies to `fal evaluate fid` (or kid), not to {metric}; drop it")
     on_checkpoint = options.ckpt is not None or any(p is not None and p.suffix == ".pt"
                                                     for p in (options.a, options.b))
     if not on_checkpoint and (options.steps is not None or options.num_samples is not None):
@@ -441,7 +445,16 @@ def _voxel_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str]
     return evaluate_voxel(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, judge_path=options.judge)
 
 
-TASK_DEFAULTS = {"translation": _translation_defaults, "voxel": _voxel_defaults}
+def _image_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
+    from falcli.evaluate_fid import evaluate_image_steps
+    from falcli.tasks import TASKS
+
+    return evaluate_image_steps(TASKS["image"], ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
+                                say=note, weights=options.weights,
+                                allow_unofficial=options.allow_unofficial_weights)
+
+
+TASK_DEFAULTS = {"translation": _translation_defaults, "voxel": _voxel_defaults, "image": _image_defaults}
 
 METRICS: dict[str, MetricFn] = {
     "fid": _fid,                        # the FID engine reads folders, .npz and checkpoints itself

@@ -139,9 +139,9 @@ def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
 
 
 def _statistics(features: np.ndarray, space: FeatureSpace, what: str) -> tuple[np.ndarray, np.ndarray]:
-    if space.name == "judge" and len(features) < max(space.dims, 2):
+    if space.name == "judge" and len(features) <= space.dims:  # n points span at most n − 1 dimensions
         raise FalError(f"{what}: {len(features)} images for the judge's {space.dims}-dim features gives a singular "
-                       f"covariance; use at least {max(space.dims, 2)} images")
+                       f"covariance; use at least {space.dims + 1} images")
     try:
         return fidlib.statistics(features)
     except FalError as error:
@@ -300,34 +300,44 @@ def _protocol(space: FeatureSpace | None, a: Side, b: Side | None) -> dict:
 # --- the image task's default evaluation ---
 
 def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                         num_samples: int, say=None) -> list[dict[str, float]]:
+                         num_samples: int, say=None, weights: Path | None = None,
+                         allow_unofficial: bool = False) -> list[dict[str, float]]:
     """Per step: `d_logit` (D's mean logit on the samples), `fid_judge` (shapes data: the shapes judge's
-    feature space), `fid_inception` (when the weights are on disk and both sides have >= 2048 images).
-    The reference is the val split (train when a prepared folder has no val split)."""
-    from falcli.metrics.weights import INCEPTION_FID, _candidates
+    feature space), `fid_inception` (when the weights are on disk, or given as `weights`, and both sides have
+    >= 2048 images). The reference is the val split (train when a prepared folder has no val split). `say`
+    receives one line per part that was skipped and why."""
+    from falcli.metrics.weights import INCEPTION_FID, _candidates, _missing_message
     from falcli.tasks.image import load_images
 
     if say is None:
         from falcli.console import console
-        say = console.print
+        say = lambda message: console.print(f"note: {message}", markup=False)  # noqa: E731
+    if weights is not None and not Path(weights).is_file():  # before any work, even if too few images use it
+        raise FalError(f"--weights {weights}: no such file; {_missing_message(INCEPTION_FID.filename, INCEPTION_FID.url)}")
     images, logits = generate_steps(task, G, D, recipe, device, steps, num_samples)
     rows: list[dict[str, float]] = [{"d_logit": value} for value in logits]
     reference = torch.from_numpy(np.array(load_images(recipe.data, "val")["images"])).permute(0, 3, 1, 2)
 
     if recipe.data.source == "shapes":
         space = judge_space(None, device, recipe.data.image_size)
-        real = _statistics(space.extract([reference]), space, "val split")
-        for row, x in zip(rows, images):
-            row["fid_judge"] = fidlib.frechet_distance(*_statistics(space.extract([x]), space, "samples"), *real)
+        if min(num_samples, len(reference)) <= space.dims:  # a covariance of fewer points is singular
+            say(f"fid_judge needs more than {space.dims} images per side ({num_samples} samples, {len(reference)} "
+                f"val images); skipped: raise evaluate.num_samples and data.shapes_val")
+        else:
+            real = _statistics(space.extract([reference]), space, "val split")
+            for row, x in zip(rows, images):
+                row["fid_judge"] = fidlib.frechet_distance(*_statistics(space.extract([x]), space, "samples"),
+                                                           *real)
 
-    if not any(p.is_file() for p in _candidates(INCEPTION_FID.filename)):
-        say(f"note: inception weights absent ({INCEPTION_FID.filename} is not in the torch hub cache); "
-            f"no Inception FID")
+    if weights is None and not any(p.is_file() for p in _candidates(INCEPTION_FID.filename)):
+        say(f"no Inception FID: {_missing_message(INCEPTION_FID.filename, INCEPTION_FID.url)}")
     elif min(num_samples, len(reference)) < INCEPTION_MIN_IMAGES:
-        say(f"note: Inception FID needs >= {INCEPTION_MIN_IMAGES} images per side ({num_samples} samples, "
+        say(f"Inception FID needs >= {INCEPTION_MIN_IMAGES} images per side ({num_samples} samples, "
             f"{len(reference)} references); skipped")
     else:
-        space = inception_space(2048, None, False, device)
+        space = inception_space(2048, weights, allow_unofficial, device)
+        if not space.info["official"]:
+            say(f"fid_inception from unofficial weights {space.info['weights']}: not comparable with published FIDs")
         real = fidlib.statistics(space.extract(_batches(reference, 50)))
         for row, x in zip(rows, images):
             row["fid_inception"] = fidlib.frechet_distance(*fidlib.statistics(space.extract(_batches(x, 50))),

@@ -457,3 +457,16 @@ def test_fid_on_the_command_line_prints_its_protocol_before_the_table(world, tmp
     assert any(line.startswith("network:") for line in said) and any(line.startswith("n_a: 12") for line in said)
     assert said.index(next(line for line in said if line.startswith("n_b:"))) < \
         said.index(next(line for line in said if line.startswith("fid:")))
+
+
+def test_all_on_an_image_checkpoint_says_how_to_get_inception_weights_and_refuses_fid_only_flags(world,
+                                                                                                 monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(Path.cwd() / "no-hub"))  # no Inception weights anywhere
+    monkeypatch.delenv("FAL_WEIGHTS_DIR", raising=False)
+    evaluation = run("all", EvaluateOptions(ckpt=world["runs"]["image"], device="cpu"))
+    said = " ".join(evaluation.notes)
+    assert "no Inception FID" in said and "pass --weights PATH" in said and "pt_inception-2015-12-05" in said
+    with pytest.raises(FalError, match="--kid applies to `fal evaluate fid`"):
+        run("all", EvaluateOptions(ckpt=world["runs"]["image"], device="cpu", kid=True))
+    with pytest.raises(FalError, match="no such"):
+        run("all", EvaluateOptions(ckpt=world["runs"]["image"], device="cpu", weights=Path("absent.pth")))

@@ -184,5 +184,5 @@ def test_bad_inputs_are_one_line_errors(world, tmp_path):
         assert "\n" not in str(error.value)
     with pytest.raises(FalError, match="expected inception, judge or judge:PATH"):
         fid_command(world["real"], world["real"], feature_space="clip", device="cpu")
-    with pytest.raises(FalError, match="3 images for the judge's 4-dim features .* use at least 4 images"):
+    with pytest.raises(FalError, match="3 images for the judge's 4-dim features .* use at least 5 images"):
         _judge(world, _pngs(tmp_path / "three", np.zeros((3, 32, 32, 3), np.uint8)), world["real"])

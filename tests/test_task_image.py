@@ -197,7 +197,7 @@ def test_training_writes_checkpoints_that_restore_and_evaluate_per_step(tmp_path
     again = evaluate_image_steps(TASK, G_ema, D, restored, torch.device("cpu"), 2, 12, say=said.append)
     assert judge.stat().st_mtime_ns == stamp and len(again) == 2
     assert again[0]["fid_judge"] == pytest.approx(rows[0]["fid_judge"])
-    assert any("inception weights absent" in line for line in said)
+    assert any("no Inception FID" in line and "--weights PATH" in line for line in said)
 
 
 def test_interrupted_judge_folder_is_reported_not_overwritten(tmp_path, tiny_judge):

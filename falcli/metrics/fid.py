@@ -91,10 +91,10 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if feats.ndim != 2:
         raise FalError(f"features must be (N, dims), got shape {feats.shape}")
     n, d = feats.shape
-    if n < max(d, 2):
+    if n <= d:  # n points span at most n − 1 dimensions
         raise FalError(
             f"{n} samples for {d}-dim features gives a singular covariance; use more images "
-            f"(>= {max(d, 2)}) or a smaller --dims ({'/'.join(map(str, FID_DIMS))})"
+            f"(>= {d + 1}) or a smaller --dims ({'/'.join(map(str, FID_DIMS))})"
         )
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
