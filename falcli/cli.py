@@ -39,6 +39,12 @@ def user_errors(command: Callable) -> Callable:
 
             print_error(str(error))
             raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            from falcli.console import print_error
+
+            print_error("interrupted; what was finished is kept (a run continues from its last checkpoint with "
+                        "--resume auto)")
+            raise typer.Exit(code=130) from None
     return wrapper
 
 

@@ -262,6 +262,14 @@ def restore(metric: str, options: EvaluateOptions, tasks: tuple[str, ...] | None
                        f"runs its task's own metrics")
     steps = checkpoint_steps(options.steps, recipe.feedback, notes)
     num_samples = options.num_samples or recipe.evaluate.num_samples
+    if recipe.task == "translation":  # scored on the val pairs: never more than there are
+        from falcli.tasks import TASKS
+
+        available = len(TASKS["translation"].make_dataset(recipe, "val"))
+        if num_samples > available:
+            notes.append(f"{num_samples} samples asked for, but the val split has {available} pairs: all of them "
+                         f"are scored")
+            num_samples = available
     info = {"path": str(path), "task": recipe.task, "iteration": payload["iteration"],
             "generator": "G_ema" if G_ema is not None else "G", "steps": steps,
             "trained_steps": recipe.feedback.steps, "num_samples": num_samples}

@@ -44,6 +44,7 @@ def image_pairs(metric: str, options: EvaluateOptions, progress: ProgressFn) -> 
     if metric == "lpips":
         score, info = _lpips_scorer(options)
         protocol["lpips"] = info
+        protocol["label"] = info["label"]
     else:
         score = {"l1": image.l1_per_image, "psnr": partial(image.psnr_per_image, data_range=2.0),
                  "ssim": partial(image.ssim_per_image, data_range=2.0)}[metric]
@@ -71,6 +72,8 @@ def _lpips_scorer(options: EvaluateOptions) -> tuple[Callable[[torch.Tensor, tor
                            f"{x.shape[-1]}×{x.shape[-2]}")
         return distance(x, y).cpu().numpy()
 
+    info = dict(info, label="official LPIPS v0.1 AlexNet weights: comparable with published LPIPS"
+                if info["official"] else "NOT COMPARABLE: unofficial AlexNet weights")  # printed first, as for FID
     return score, info
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from falcli import checkpoint
 from falcli.errors import FalError
 from falcli.feedback import Unrolled, unroll
 from falcli.sample import BATCH_SIZE, ProgressFn, WarnFn, _warn, check_batch_size, check_steps, \
@@ -128,7 +129,8 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
         figure = _write_figure(recipe, source.files, collected, tmp)
         result = {
             "format": "fal-refine", "version": 1, "task": recipe.task,
-            "checkpoint": str(Path(options.checkpoint).resolve()), "input": str(options.input),
+            "checkpoint": str(checkpoint.resolve(options.checkpoint).resolve()),  # the file, not a run folder
+            "input": str(options.input),
             "inputs": str(options.inputs) if options.inputs else None, "source": source.kind, "count": count,
             "steps": options.steps, "trained_steps": recipe.feedback.steps,
             "d_score": [s / count for s in collected.scores],  # mean σ(D) over the map and the samples, per step
@@ -173,7 +175,7 @@ def _from_manifest(path: Path, manifest: dict, options: RefineOptions, recipe, f
     if not names:
         raise FalError(f"--input {path}: its fal-samples.json lists no samples")
     made_by = manifest.get("checkpoint")
-    if made_by and Path(made_by).resolve() != Path(options.checkpoint).resolve():
+    if made_by and Path(made_by).resolve() != checkpoint.resolve(options.checkpoint).resolve():
         warn(f"these samples were made by {made_by}; continuing them with {options.checkpoint}")
     if options.inputs is not None:
         raise FalError(f"--inputs: {path} was written by `fal sample` and carries its inputs in {INPUTS}/; "

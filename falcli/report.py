@@ -56,11 +56,13 @@ def render(run_dir: Path) -> str:
     """The page as one HTML string."""
     import yaml
 
-    recipe_text = (run_dir / "recipe.yaml").read_text()
+    # The recipe in force now: the newest one a resume wrote (`fal train` keeps each), else the first.
+    current = max(run_dir.glob("recipe-resumed-at-*.yaml"), default=run_dir / "recipe.yaml")
+    recipe_text = current.read_text()
     try:
         recipe = yaml.safe_load(recipe_text) or {}
     except yaml.YAMLError:
-        raise FalError(f"{run_dir / 'recipe.yaml'}: not valid YAML; the run folder is damaged") from None
+        raise FalError(f"{current}: not valid YAML; the run folder is damaged") from None
     notes: list[str] = []
     records = read_training_log(run_dir / "metrics.jsonl", notes)
     name = recipe.get("name") or run_dir.name

@@ -167,7 +167,8 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
             files.write(torch.cat(kept), names, tmp)
         if latents is not None:
             np.save(tmp / LATENTS, latents.numpy())
-        manifest = {"task": recipe.task, "checkpoint": str(Path(options.checkpoint).resolve()),
+        manifest = {"task": recipe.task,
+                    "checkpoint": str(checkpoint.resolve(options.checkpoint).resolve()),  # the file, not a run folder
                     "iteration": payload.get("iteration"), "steps": steps, "count": count,
                     "seed": None if conditional else options.seed, "batch_size": options.batch_size,
                     "latents": None if conditional else LATENTS, "inputs": INPUTS if conditional else None,

@@ -256,13 +256,16 @@ def _distribute(G: nn.Module, D: nn.Module, world: int, device: torch.device) ->
 
 
 def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> tuple[Path, dict | None]:
-    """Create a fresh run folder, or open an existing one for resuming. Never overwrites earlier results.
+    """Create a fresh run folder, or open one for resuming. Never overwrites earlier results.
 
     Every process checks; then only the main process writes, after all have checked.
     """
     if options.resume is None:
         run_dir = options.out or Path("runs") / recipe.name
         if run_dir.exists() and any(run_dir.iterdir()):
+            if not checkpoint.list_checkpoints(run_dir / "checkpoints"):
+                raise FalError(f"{run_dir} holds a run that stopped before its first checkpoint (nothing to "
+                               f"resume); delete that folder, or choose another --out")
             raise FalError(f"{run_dir} already holds a run; continue it with --resume auto, "
                            f"or choose another --out")
         barrier()
@@ -275,18 +278,40 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         run_dir = options.out or Path("runs") / recipe.name
         found = checkpoint.latest_valid(run_dir / "checkpoints")
         if found is None:
-            raise FalError(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'}; "
-                           f"start without --resume, or pass --resume PATH")
+            raise FalError(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'} (a run that stopped before "
+                           f"its first one cannot be resumed); start without --resume, with another --out or "
+                           f"after deleting {run_dir}")
         path, payload = found
     else:
-        path = Path(options.resume)
+        path = checkpoint.resolve(Path(options.resume))  # a checkpoint file, or a run folder's newest
         payload = checkpoint.load(path)
-        run_dir = options.out or path.parent.parent
+        run_dir = options.out or _run_dir_of(path)
     _check_resumable(payload, recipe, path)
+    later = [p for p in checkpoint.list_checkpoints(run_dir / "checkpoints")
+             if p.name > checkpoint.checkpoint_name(payload["iteration"])]
+    if later and options.resume != "auto":  # auto: the later ones failed to load
+        raise FalError(f"{path} is older than {later[-1]} in {run_dir}; continuing from it there would overwrite "
+                       f"the later checkpoints: pass --out NEW_FOLDER to branch off, or --resume auto")
     stored = run_dir / "recipe.yaml"
-    if is_main and (not stored.exists() or stored.read_text() != recipe_to_yaml(recipe)):
-        (run_dir / f"recipe-resumed-at-{payload['iteration']:07d}.yaml").write_text(recipe_to_yaml(recipe))
+    if not stored.exists() and run_dir.exists() and any(run_dir.iterdir()):
+        raise FalError(f"{run_dir} holds other files and no run; pass an empty or new --out for the continued run")
+    barrier()
+    if is_main:
+        if not stored.exists():  # a new folder continuing another run's checkpoint
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stored.write_text(recipe_to_yaml(recipe))
+        elif stored.read_text() != recipe_to_yaml(recipe):
+            (run_dir / f"recipe-resumed-at-{payload['iteration']:07d}.yaml").write_text(recipe_to_yaml(recipe))
     return run_dir, payload
+
+
+def _run_dir_of(path: Path) -> Path:
+    """The run folder a checkpoint was written into (…/RUN/checkpoints/iter-N.pt)."""
+    run_dir = path.parent.parent
+    if path.parent.name != "checkpoints" or not (run_dir / "recipe.yaml").is_file():
+        raise FalError(f"--resume {path}: not inside a run folder (RUN/checkpoints/); pass --out FOLDER for the "
+                       f"continued run")
+    return run_dir
 
 
 def _check_resumable(payload: dict, recipe: Recipe, path: Path) -> None:

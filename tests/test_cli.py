@@ -131,3 +131,15 @@ def test_train_without_prepared_data_says_how_to_prepare_and_leaves_no_run_folde
     assert "no prepared dataset there" in said and "fal prepare" in said
     assert "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch, tmp_path):
+    from falcli import train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupted)
+    result = invoke("train", ROOT / "recipes/toy.yaml", "--device", "cpu", "--out", tmp_path / "run")
+    assert result.exit_code == 130 and "interrupted; what was finished is kept" in " ".join(result.output.split())
+    assert "Traceback" not in result.output

@@ -470,3 +470,25 @@ def test_all_on_an_image_checkpoint_says_how_to_get_inception_weights_and_refuse
         run("all", EvaluateOptions(ckpt=world["runs"]["image"], device="cpu", kid=True))
     with pytest.raises(FalError, match="no such"):
         run("all", EvaluateOptions(ckpt=world["runs"]["image"], device="cpu", weights=Path("absent.pth")))
+
+
+def test_translation_scores_say_how_many_pairs_they_really_used(world):
+    evaluation = run("ssim", EvaluateOptions(ckpt=world["runs"]["photo"], device="cpu", num_samples=100,
+                                             json_path=Path("ssim.json")))
+    pairs = evaluation.checkpoint["num_samples"]
+    assert pairs < 100 and any(f"the val split has {pairs} pairs" in note for note in evaluation.notes)
+    assert json.loads(Path("ssim.json").read_text())["checkpoint"]["num_samples"] == pairs
+
+
+def test_lpips_on_files_with_unofficial_weights_is_labelled_not_comparable(tmp_path):
+    import torchvision
+
+    weights = tmp_path / "alexnet-other.pth"
+    torch.save({f"features.{k}": v for k, v in torchvision.models.alexnet(weights=None).features.state_dict().items()},
+               weights)
+    a = _pngs(tmp_path / "a", _rng_images(0, 2), range(2))
+    b = _pngs(tmp_path / "b", _rng_images(1, 2), range(2))
+    evaluation = run("lpips", EvaluateOptions(a=a, b=b, device="cpu", weights=weights,
+                                              allow_unofficial_weights=True))
+    assert evaluation.protocol["label"].startswith("NOT COMPARABLE")
+    assert evaluation.protocol["lpips"]["sha256_prefix"] != "7be5be79"

@@ -334,3 +334,13 @@ def test_cli_sample_then_refine_end_to_end(ckpt, tmp_path):
     result = cli("refine", "--ckpt", path, "--steps", 3, "--input", tmp_path / "s", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert "t=3:" in result.output and len(json.loads((tmp_path / "r" / "refine.json").read_text())["d_score"]) == 3
+
+
+def test_samples_record_the_checkpoint_file_even_when_given_its_run_folder(ckpt, tmp_path):
+    path = ckpt("toy")
+    sample(SampleOptions(path.parent.parent, tmp_path / "s", count=4, steps=1))
+    manifest = json.loads((tmp_path / "s" / "fal-samples.json").read_text())
+    assert manifest["checkpoint"] == str(path.resolve())
+    warnings = []
+    refine(RefineOptions(path, tmp_path / "s", tmp_path / "r", steps=2), warn=warnings.append)
+    assert not any("made by" in w for w in warnings)  # the same checkpoint, named the other way

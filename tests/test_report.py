@@ -101,3 +101,11 @@ def test_cli_writes_the_page_where_asked(run_dir, tmp_path):
     result = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "page.html")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_after_a_longer_resume_the_page_shows_the_recipe_in_force(run_dir):
+    longer = load_recipe(ROOT / "recipes" / "toy.yaml", TINY_TOY + ["train.sample_every=6", "train.iterations=18"])
+    train.run(longer, train.RunOptions(out=run_dir, device="cpu", resume="auto"))
+    page = write_report(run_dir).read_text()
+    assert "18 of 18 iterations logged" in page
+    assert html.escape((run_dir / "recipe-resumed-at-0000012.yaml").read_text(), quote=True) in page

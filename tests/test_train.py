@@ -214,3 +214,35 @@ def test_a_run_folder_restores_its_newest_checkpoint(tmp_path, toy_recipe):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FalError, match="no checkpoint in"):
         checkpoint.restore(tmp_path / "empty", torch.device("cpu"))
+
+
+def test_resume_branches_into_a_new_folder_and_never_overwrites_later_checkpoints(tmp_path, toy_recipe):
+    recipe = toy_recipe()
+    straight = run(recipe, tmp_path / "straight")
+    older = straight / "checkpoints" / "iter-0000006.pt"
+    before = {p.name: p.read_bytes() for p in (straight / "checkpoints").iterdir()}
+    with pytest.raises(FalError, match="older than .*iter-0000012.pt.*pass --out NEW_FOLDER"):
+        run(recipe, None, resume=str(older))
+    assert {p.name: p.read_bytes() for p in (straight / "checkpoints").iterdir()} == before
+
+    branch = run(recipe, tmp_path / "branch", resume=str(older))  # a new folder: a run continued from iteration 6
+    assert (branch / "recipe.yaml").read_text() == (straight / "recipe.yaml").read_text()
+    a, b = final_state(straight), final_state(branch)
+    assert all(torch.equal(t, b["G"][k]) for k, t in a["G"].items())
+    assert [line["iteration"] for line in train_lines(branch)] == [9, 12]
+
+    loose = tmp_path / "downloads" / "model.pt"
+    loose.parent.mkdir()
+    loose.write_bytes(older.read_bytes())
+    with pytest.raises(FalError, match="not inside a run folder .* pass --out FOLDER"):
+        run(recipe, None, resume=str(loose))
+    assert sorted(p.name for p in loose.parent.iterdir()) == ["model.pt"]
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_says_to_delete_it(tmp_path, toy_recipe):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text("task: toy\n")
+    with pytest.raises(FalError, match="stopped before its first checkpoint .* delete that folder"):
+        run(toy_recipe(), tmp_path / "run")
+    with pytest.raises(FalError, match="no checkpoint in .* after deleting"):
+        run(toy_recipe(), tmp_path / "run", resume="auto")
