@@ -159,12 +159,17 @@ class Recipe:
 
 # --- loading ---
 
+SHIPPED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the checkout's recipes/ (editable install)
+
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe, apply `key.sub=value` overrides, and build the typed Recipe (a JudgeRecipe
     when the task names a judge)."""
     path = Path(path)
+    shipped = SHIPPED_RECIPES / path.name
+    if not path.is_file() and path.parts[:1] == ("recipes",) and len(path.parts) == 2 and shipped.is_file():
+        path = shipped  # `fal toy` or `fal train recipes/x.yaml` run outside the checkout: the shipped recipe
     if not path.is_file():
-        raise FalError(f"{path}: no such recipe file (the shipped ones are in recipes/)")
+        raise FalError(f"{path}: no such recipe file (the shipped ones are in {SHIPPED_RECIPES})")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

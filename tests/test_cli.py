@@ -143,3 +143,11 @@ def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch, tmp_path):
     result = invoke("train", ROOT / "recipes/toy.yaml", "--device", "cpu", "--out", tmp_path / "run")
     assert result.exit_code == 130 and "interrupted; what was finished is kept" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_shipped_recipes_are_found_outside_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no recipes/ here
+    result = invoke("train", "recipes/toy.yaml", "--dry-run")
+    assert result.exit_code == 0 and "toy (task toy)" in result.output
+    missing = invoke("train", "recipes/nothing.yaml", "--dry-run")
+    assert missing.exit_code == 2 and "no such recipe file" in missing.output
