@@ -280,6 +280,9 @@ def checkpoint_steps(requested: int | None, feedback, notes: list[str]) -> int:
     """--steps, or the recipe's sampling steps; more than were trained is allowed, with a warning."""
     if requested is None:
         return feedback.sampling_steps
+    if requested > 1 and feedback.steps == 1:  # as `fal sample` and `fal refine` say
+        raise FalError("this checkpoint was trained without feedback (feedback.steps: 1): its generator cannot "
+                       "read D's map; use --steps 1, or a checkpoint trained with feedback.steps >= 2")
     if requested > feedback.steps:
         notes.append(f"--steps {requested}: the model was trained with {feedback.steps} feedback step(s); "
                      f"steps {feedback.steps + 1}..{requested} run the loop beyond what it learned")
@@ -331,7 +334,7 @@ def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
                              allow_unofficial=options.allow_unofficial_weights, kid=options.kid or metric == "kid",
                              save_stats=options.save_stats, device=options.device, batch_size=options.batch_size,
                              workers=options.workers, steps=options.steps, num_samples=options.num_samples,
-                             feature_space=options.feature_space)
+                             feature_space=options.feature_space, fid=metric == "fid")
     return Evaluation(metric, result["rows"], {"a": str(a), "b": str(b)}, result["protocol"], notes, info,
                       result["saved"], run_dir)
 

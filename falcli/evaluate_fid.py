@@ -44,7 +44,7 @@ class Side:
     """One side of the comparison: statistics per step (one entry unless it is a checkpoint)."""
 
     label: str                          # what it is, for the report
-    stats: list[tuple[np.ndarray, np.ndarray]]
+    stats: list[tuple[np.ndarray, np.ndarray]] | None  # None when only KID is asked for (no covariance needed)
     features: list[np.ndarray] | None   # None for .npz statistics (no KID possible)
     count: int | None                   # images per step (None for .npz)
     steps: list[int] | None = None      # feedback steps of a checkpoint's samples
@@ -162,18 +162,19 @@ def _kind(path: Path) -> str:
     raise FalError(f"{path}: not a folder of images, a .npz statistics file or a .pt checkpoint")
 
 
-def folder_side(path: Path, space: FeatureSpace, batch_size: int, workers: int) -> Side:
+def folder_side(path: Path, space: FeatureSpace, batch_size: int, workers: int, with_stats: bool = True) -> Side:
     batches = fidlib.image_folder_batches(path, batch_size, workers)
     if space.image_size is not None and batches.image_size != (space.image_size, space.image_size):
         width, height = batches.image_size
         raise FalError(f"{path}: {width}×{height} images, but the judge scores {space.image_size}² images only")
     features = space.extract(batches)
-    return Side(f"folder {path} ({batches.count} images)", [_statistics(features, space, str(path))],
-                [features], batches.count)
+    stats = [_statistics(features, space, str(path))] if with_stats else None
+    return Side(f"folder {path} ({batches.count} images)", stats, [features], batches.count)
 
 
 def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device: torch.device,
-                    steps: int | None, num_samples: int | None, batch_size: int) -> tuple[Side, FeatureSpace]:
+                    steps: int | None, num_samples: int | None, batch_size: int,
+                    with_stats: bool = True) -> tuple[Side, FeatureSpace]:
     from falcli import checkpoint
     from falcli.tasks import TASKS
 
@@ -187,7 +188,7 @@ def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device
         raise FalError(f"{path}: makes {images[0].shape[-1]}² images, but the judge scores {space.image_size}² "
                        f"images only")
     features = [space.extract(_batches(x, batch_size)) for x in images]
-    stats = [_statistics(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)]
+    stats = [_statistics(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)] if with_stats else None
     which = "G_ema" if G_ema is not None else "G"
     label = f"checkpoint {path} (iteration {payload['iteration']}, {which}, {num_samples} samples per step)"
     return Side(label, stats, features, num_samples, list(range(1, steps + 1))), space
@@ -205,12 +206,13 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
                 allow_unofficial: bool = False, kid: bool = False, save_stats: bool = False,
                 device: str = "auto", batch_size: int = 50, workers: int | None = None,
                 steps: int | None = None, num_samples: int | None = None,
-                feature_space: str = "inception") -> dict:
+                feature_space: str = "inception", fid: bool = True) -> dict:
     """FID (and KID) between A and B; one row per feedback step when a side is a checkpoint.
 
     save_stats: as pytorch-fid's --save-stats, A is the source (folder or checkpoint) and B the `.npz` to
     write (a checkpoint with several steps writes B-step1.npz, B-step2.npz, …); nothing is compared.
-    Returns {"rows": [{"step", "fid", ["kid", "kid_std"]}], "protocol": {...}, "saved": [paths]}.
+    Returns {"rows": [{"step", ["fid"], ["kid", "kid_std"]}], "protocol": {...}, "saved": [paths]}; `fid=False`
+    (`fal evaluate kid`) skips the covariances, which KID does not need.
     """
     if batch_size < 1:
         raise FalError(f"--batch-size must be >= 1 (got {batch_size})")
@@ -224,6 +226,8 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
             raise FalError(f"--save-stats: {a} already holds statistics; pass a folder of images or a checkpoint")
         if b.suffix != ".npz":
             raise FalError(f"--save-stats: the output {b} must end in .npz (pytorch-fid's format)")
+        if b.exists():  # before the features are extracted, not after
+            raise FalError(f"{b}: already exists; choose another output or delete it")
     elif kinds.count("checkpoint") == 2:
         raise FalError("compare one checkpoint at a time: pass a folder or .npz as the other side")
     if kid and "stats" in kinds and not save_stats:
@@ -242,10 +246,12 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
         if kind == "stats":
             return stats_side(path)
         if kind == "checkpoint":
-            return checkpoint_side(path, space_for, torch_device, steps, num_samples, batch_size)[0]
+            return checkpoint_side(path, space_for, torch_device, steps, num_samples, batch_size, with_stats)[0]
         if feature_space == "judge":  # the default judge follows the folder's image size
             space_for(fidlib.image_folder_batches(path, batch_size).image_size[0])
-        return folder_side(path, space_for(None), batch_size, workers)
+        return folder_side(path, space_for(None), batch_size, workers, with_stats)
+
+    with_stats = fid or save_stats  # KID alone needs no covariance, so it works with fewer images than dims
 
     side_a = resolve(a, kinds[0])
     if save_stats:
@@ -254,10 +260,11 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
     side_b = resolve(b, kinds[1])
     space = built[0] if built else None
     rows = []
-    for t in range(max(len(side_a.stats), len(side_b.stats))):
-        sa, sb = side_a.stats[min(t, len(side_a.stats) - 1)], side_b.stats[min(t, len(side_b.stats) - 1)]
-        row: dict = {"step": t + 1 if (side_a.steps or side_b.steps) else None,
-                     "fid": fidlib.frechet_distance(*sa, *sb)}
+    for t in range(max(len(side.stats or side.features) for side in (side_a, side_b))):
+        row: dict = {"step": t + 1 if (side_a.steps or side_b.steps) else None}
+        if fid:
+            sa, sb = side_a.stats[min(t, len(side_a.stats) - 1)], side_b.stats[min(t, len(side_b.stats) - 1)]
+            row["fid"] = fidlib.frechet_distance(*sa, *sb)
         if kid:
             fa = side_a.features[min(t, len(side_a.features) - 1)]
             fb = side_b.features[min(t, len(side_b.features) - 1)]

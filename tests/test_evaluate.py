@@ -402,7 +402,11 @@ def test_fid_and_kid_are_the_engines_values_with_one_row_per_step_for_a_checkpoi
     space = f"judge:{world['shapes_judge']}"
     kid = run("kid", EvaluateOptions(a=other, b=real, device="cpu", feature_space=space, workers=0))
     engine = fid_command(other, real, kid=True, device="cpu", feature_space=space, workers=0)
-    assert kid.rows == engine["rows"] and "kid" in kid.rows[0] and kid.rows[0]["step"] is None
+    assert [{k: v for k, v in row.items() if k != "fid"} for row in engine["rows"]] == kid.rows
+    assert "kid" in kid.rows[0] and "fid" not in kid.rows[0] and kid.rows[0]["step"] is None
+    few = _pngs(tmp_path / "few", make_shapes(4, 32, seed=7)["images"], range(4))  # 4 images, 4-dim features
+    assert np.isfinite(run("kid", EvaluateOptions(a=few, b=real, device="cpu", feature_space=space,
+                                                  workers=0)).rows[0]["kid"])  # no covariance, no refusal
     run_dir = Path(shutil.copytree(world["runs"]["image"], tmp_path / "image"))
     fid = run("fid", EvaluateOptions(ckpt=run_dir, a=real, device="cpu", feature_space=space, workers=0,
                                      num_samples=12, steps=2))
@@ -492,3 +496,10 @@ def test_lpips_on_files_with_unofficial_weights_is_labelled_not_comparable(tmp_p
                                               allow_unofficial_weights=True))
     assert evaluation.protocol["label"].startswith("NOT COMPARABLE")
     assert evaluation.protocol["lpips"]["sha256_prefix"] != "7be5be79"
+
+
+def test_a_plain_gan_checkpoint_has_no_feedback_steps_to_score(tmp_path):
+    run_dir = _train(tmp_path, "plain", "toy.yaml", TINY_TOY + ["feedback.steps=1"])
+    with pytest.raises(FalError, match="trained without feedback .* use --steps 1"):
+        run("toy", EvaluateOptions(ckpt=run_dir, device="cpu", steps=3))
+    assert [row["step"] for row in run("toy", EvaluateOptions(ckpt=run_dir, device="cpu")).rows] == [1]
