@@ -66,6 +66,9 @@ def load(path: Path) -> dict[str, Any]:
     except Exception as error:  # truncated zip, wrong magic, foreign pickle: all mean "not a usable file"
         raise FalError(f"{path}: not a readable checkpoint ({type(error).__name__}); it may be truncated — "
                        f"use an earlier one from the same folder") from None
+    if isinstance(payload, dict) and payload.get("format") == "fal-judge":
+        raise FalError(f"{path}: a judge (a {payload.get('task')} that scores samples), not a GAN checkpoint; pass "
+                       f"it as the metric's judge (--seg-weights, --judge, --feature-space judge:PATH)")
     if not isinstance(payload, dict) or payload.get("format") != "fal-checkpoint":
         raise FalError(f"{path}: not a fal checkpoint (written by another tool?)")
     if payload.get("version", 0) > FORMAT_VERSION:

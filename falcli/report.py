@@ -101,7 +101,11 @@ def render(run_dir: Path) -> str:
 # --- reading the run folder ---
 
 def read_training_log(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """The `kind: train` lines of metrics.jsonl; a damaged line (a crash mid-write) is skipped with a note."""
+    """The `kind: train` lines of metrics.jsonl; a damaged line (a crash mid-write) is skipped with a note.
+
+    A run resumed from an earlier checkpoint than its last log line logs those iterations again: the later
+    line of an iteration wins, as the training it describes is the one the checkpoints hold.
+    """
     if not path.is_file():
         return []
     records, damaged = [], 0
@@ -117,7 +121,11 @@ def read_training_log(path: Path, notes: list[str]) -> list[dict[str, Any]]:
             records.append(record)
     if damaged:
         notes.append(f"{path}: skipped {damaged} unreadable line(s)")
-    return records
+    latest = {record["iteration"]: record for record in records}
+    if len(latest) < len(records):
+        notes.append(f"{path}: {len(records) - len(latest)} iteration(s) logged twice (a resume from an earlier "
+                     f"checkpoint); the later lines are shown")
+    return [latest[i] for i in sorted(latest)]
 
 
 def read_evaluations(run_dir: Path, notes: list[str]) -> list[tuple[Path, dict[str, Any]]]:

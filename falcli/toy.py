@@ -44,6 +44,9 @@ def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: b
     if recipe.task != "toy":
         from falcli.errors import FalError
         raise FalError(f"`fal toy` runs toy recipes; this recipe's task is {recipe.task!r} (use `fal train`)")
+    if out.exists() and any(out.iterdir()):  # never mixed with (or written over) an earlier experiment
+        from falcli.errors import FalError
+        raise FalError(f"{out} holds an earlier experiment; choose another --out or delete that folder")
     if quick:
         recipe = quick_recipe(recipe)
     rows: dict[str, list[list[dict]]] = {"GAN": [], "FAL": []}  # label → per seed → per step metrics

@@ -98,6 +98,9 @@ def test_toy_quick_writes_figure_and_table(tmp_path):
     assert [(row["model"], row["step"]) for row in table["rows"]] == [("GAN", 1), ("FAL", 1), ("FAL", 2),
                                                                       ("FAL", 3)]
     assert "modes covered" in result.output
+    again = invoke("toy", ROOT / "recipes/toy.yaml", "--quick", "--out", tmp_path / "toy")
+    assert again.exit_code == 2 and "holds an earlier experiment" in " ".join(again.output.split())
+    assert "--resume" not in again.output
 
 
 def test_prepare_builtin_and_errors(tmp_path):

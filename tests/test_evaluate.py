@@ -503,3 +503,16 @@ def test_a_plain_gan_checkpoint_has_no_feedback_steps_to_score(tmp_path):
     with pytest.raises(FalError, match="trained without feedback .* use --steps 1"):
         run("toy", EvaluateOptions(ckpt=run_dir, device="cpu", steps=3))
     assert [row["step"] for row in run("toy", EvaluateOptions(ckpt=run_dir, device="cpu")).rows] == [1]
+
+
+def test_a_judge_given_as_a_checkpoint_is_named_as_a_judge(world):
+    with pytest.raises(FalError, match="a judge .* not a GAN checkpoint; pass it as the metric's judge"):
+        run("all", EvaluateOptions(ckpt=world["voxel_judge"], device="cpu"))
+
+
+def test_voxel_grids_of_a_size_that_is_no_power_of_two_are_refused(world, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    np.save(folder / "grids.npy", np.zeros((2, 40, 40, 40), np.uint8))
+    with pytest.raises(FalError, match="40³ grids; voxel grids are scored at a power of two"):
+        run("voxel-accuracy", EvaluateOptions(a=folder, device="cpu", judge=world["voxel_judge"], class_name="car"))

@@ -109,3 +109,17 @@ def test_after_a_longer_resume_the_page_shows_the_recipe_in_force(run_dir):
     page = write_report(run_dir).read_text()
     assert "18 of 18 iterations logged" in page
     assert html.escape((run_dir / "recipe-resumed-at-0000012.yaml").read_text(), quote=True) in page
+
+
+def test_iterations_logged_twice_after_a_resume_keep_the_later_line(run_dir):
+    log = run_dir / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    again = json.loads(lines[-1])
+    again["loss/G"] = 123.0
+    log.write_text("\n".join(lines + [json.dumps(again)]) + "\n")
+    from falcli.report import read_training_log
+
+    notes = []
+    records = read_training_log(log, notes)
+    assert [r["iteration"] for r in records] == [3, 6, 9, 12] and records[-1]["loss/G"] == 123.0
+    assert any("logged twice" in note for note in notes)

@@ -131,6 +131,9 @@ def to_judge_resolution(grids: torch.Tensor, judge_recipe) -> torch.Tensor:
     size, target = grids.shape[-1], judge_recipe.data.resolution
     if size == target:
         return grids.unsqueeze(1)
+    if size & (size - 1):
+        raise FalError(f"the samples are {size}³ grids; voxel grids are scored at a power of two (16, 32, 64, …), "
+                       f"as `fal prepare` and `fal sample` write them")
     if size < target or size % target:
         raise FalError(f"the voxel classifier works at {target}³ but the samples are {size}³; pass a judge "
                        f"trained with data.resolution={size}")
