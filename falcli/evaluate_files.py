@@ -344,10 +344,9 @@ def read_points(path: Path) -> np.ndarray:
     """(N, 2) float32 points from an .npy."""
     if path.suffix != ".npy":
         raise FalError(f"{path}: toy points come as an .npy of shape (N, 2)")
-    points = _load_npy(path)
-    if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0 or points.dtype.kind not in "fiu":
-        raise FalError(f"{path}: a {points.dtype} array of shape {points.shape}; expected (N, 2) numbers")
-    return points.astype(np.float32)
+    from falcli.sample_files import checked_points
+
+    return checked_points(_load_npy(path), path)
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -152,8 +152,9 @@ def plan(options: RefineOptions, recipe, warn: WarnFn) -> Source:
     if options.inputs is not None and not conditional:
         raise FalError(f"--inputs is for translation checkpoints; {options.checkpoint} is of task {recipe.task!r}")
     if options.invert_iterations is not None and conditional:
-        raise FalError("--invert-iterations: translation outputs are refined from their inputs; there is no "
-                       "latent to invert (pass --inputs DIR for outputs of another model)")
+        hint = "drop it" if options.inputs is not None else "pass --inputs DIR for outputs of another model"
+        raise FalError(f"--invert-iterations: translation outputs are refined from their inputs; there is no "
+                       f"latent to invert ({hint})")
     if manifest is not None:
         source = _from_manifest(path, manifest, options, recipe, files, warn)
     elif conditional:

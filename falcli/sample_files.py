@@ -250,11 +250,18 @@ def read_points(path: Path) -> np.ndarray:
         path = path / POINTS
     elif not path.is_file():
         raise FalError(f"--input {path}: no such file or folder")
-    points = _load_npy(path)
-    if points.ndim != 2 or points.shape[1] != 2 or not np.issubdtype(points.dtype, np.number):
-        raise FalError(f"{path}: toy samples are (N, 2) points, got an array of shape {points.shape}")
+    return checked_points(_load_npy(path), path)
+
+
+def checked_points(points: np.ndarray, path: Path) -> np.ndarray:
+    """(N, 2) finite numbers as float32, or a FalError naming the file."""
+    if points.ndim != 2 or points.shape[1] != 2 or points.dtype.kind not in "fiu":
+        raise FalError(f"{path}: a {points.dtype} array of shape {points.shape}; toy samples are (N, 2) numbers")
     if len(points) == 0:
         raise FalError(f"{path}: holds no points")
+    if not np.isfinite(points).all():
+        raise FalError(f"{path}: {int((~np.isfinite(points)).any(axis=1).sum())} point(s) are NaN or infinite; "
+                       f"a diverged model? drop them or sample again")
     return points.astype(np.float32)
 
 
@@ -297,7 +304,9 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def check_fresh(out: Path) -> None:
     """FalError when `out` is a file or a non-empty folder (nothing there is ever overwritten)."""
     out = Path(out)
-    if out.is_file() or (out.is_dir() and any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise FalError(f"--out {out}: a file, not a folder; choose a new folder (nothing was overwritten)")
+    if out.is_dir() and any(out.iterdir()):
         raise FalError(f"--out {out}: already exists and is not empty; choose a new folder (nothing was "
                        f"overwritten)")
 

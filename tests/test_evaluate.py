@@ -388,8 +388,12 @@ def test_toy_points_equal_toy_metrics_against_the_mixture(tmp_path):
     with pytest.raises(FalError, match="needs --dataset ring or grid"):
         run("toy", EvaluateOptions(a=tmp_path / "points.npy"))
     np.save(tmp_path / "bad.npy", np.zeros((4, 3)))
-    with pytest.raises(FalError, match=r"shape \(4, 3\); expected \(N, 2\)"):
+    with pytest.raises(FalError, match=r"shape \(4, 3\); toy samples are \(N, 2\) numbers"):
         run("toy", EvaluateOptions(a=tmp_path / "bad.npy", dataset="ring"))
+    points[3] = np.nan
+    np.save(tmp_path / "diverged.npy", points)
+    with pytest.raises(FalError, match="1 point\\(s\\) are NaN or infinite"):
+        run("toy", EvaluateOptions(a=tmp_path / "diverged.npy", dataset="grid"))
 
 
 # --- fid and kid through the existing engine ---

@@ -160,6 +160,7 @@ def test_statistics_keep_the_label_of_the_weights_that_made_them(world, tmp_path
 def test_bad_inputs_are_one_line_errors(world, tmp_path):
     (tmp_path / "empty").mkdir()
     np.savez(tmp_path / "bare.npz", mean=np.zeros(4))
+    np.savez(tmp_path / "nan.npz", mu=np.full(4, np.nan), sigma=np.eye(4))
     _pngs(tmp_path / "mixed", np.zeros((2, 32, 32, 3), np.uint8))
     Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(tmp_path / "mixed" / "wide.png")
     _pngs(tmp_path / "junk", np.zeros((2, 32, 32, 3), np.uint8))
@@ -168,7 +169,8 @@ def test_bad_inputs_are_one_line_errors(world, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     cases = [
         ((tmp_path / "empty", world["real"]), {}, "no images"),
-        ((tmp_path / "mixed", world["real"]), {}, "mixed image sizes: 0000.png is 32x32 but wide.png is 32x16"),
+        ((tmp_path / "mixed", world["real"]), {}, "mixed: mixed image sizes: 0000.png is 32x32 but wide.png is 32x16"),
+        ((tmp_path / "nan.npz", world["real"]), {}, r"nan.npz: the statistics contain NaN or inf"),
         ((tmp_path / "junk", world["real"]), {}, r"notes\.png: unreadable or corrupt image"),
         ((tmp_path / "bare.npz", world["real"]), {}, r"npz lacks \['mu', 'sigma'\]"),
         ((tmp_path / "missing", world["real"]), {}, "no such folder or file"),

@@ -133,6 +133,9 @@ def test_image_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FalError, match="no images"):
         prepare_image_folder(tmp_path / "empty", tmp_path / "out2", size=8)
+    Image.new("RGB", (20, 20)).save(tmp_path / "pics" / "wide.jpg")  # a second "wide": names keep suffixes
+    out = prepare_image_folder(tmp_path / "pics", tmp_path / "out3", size=8)
+    assert load_names(out, "train") == ["sub/tall.jpg", "wide.jpg", "wide.png"]
 
 
 # --- ShapeNet ----------------------------------------------------------------------------------------------

@@ -316,6 +316,8 @@ def test_a_non_empty_out_is_refused_and_left_alone(ckpt, tmp_path):
     one_line_error(cli("sample", "--ckpt", path, "--count", 2, "--out", out), "already exists and is not empty")
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".r.tmp-*"))
+    one_line_error(cli("sample", "--ckpt", path, "--count", 2, "--out", out / "notes.txt"), "a file, not a folder")
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_a_judge_or_missing_checkpoint_is_one_line(tmp_path):

@@ -142,6 +142,9 @@ def prepare_image_folder(folder: Path, out: Path, size: int = 64, progress: Prog
         with DatasetWriter(out, "images", "images", meta) as writer:
             _write_images(writer, source, {"train": members}, size, lambda _, w, h: square_box(w, h),
                           progress, "images")
-            writer.set_names("train", [m.rsplit(".", 1)[0] for m in members])
+            stems = [m.rsplit(".", 1)[0] for m in members]
+            clash = next((m for m, stem in zip(members, stems) if stems.count(stem) > 1), None)
+            # Names match samples to references later; a.png and a.jpg would both be "a": keep the suffix then.
+            writer.set_names("train", members if clash else stems)
     return out
 

@@ -142,6 +142,8 @@ def load_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
     d = mu.shape[0] if mu.ndim == 1 else -1
     if d < 1 or sigma.shape != (d, d):
         raise FalError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not (d,) and (d, d); recreate it")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise FalError(f"{path}: the statistics contain NaN or inf; recreate them with --save-stats")
     return mu, sigma
 
 
@@ -293,7 +295,7 @@ def _check_same_size(files: list[Path]) -> tuple[int, int]:
             first_size = size
         elif size != first_size:
             raise FalError(
-                f"mixed image sizes: {files[0].name} is {first_size[0]}x{first_size[1]} but {f.name} is "
+                f"{f.parent}: mixed image sizes: {files[0].name} is {first_size[0]}x{first_size[1]} but {f.name} is "
                 f"{size[0]}x{size[1]}; resize the folder to one size first"
             )
     return first_size
