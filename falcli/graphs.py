@@ -85,7 +85,8 @@ class GraphedStep:
             return self._eager_on_side_stream(batch, iteration)
         static_batch = clone_batch(batch)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory while this thread captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_losses = self.step(static_batch, iteration)
         graph.replay()  # capture only records: this iteration's update happens now
         self.captured[variant] = (graph, static_batch, static_losses)
