@@ -263,6 +263,8 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
     if options.resume is None:
         run_dir = options.out or Path("runs") / recipe.name
         if run_dir.exists() and any(run_dir.iterdir()):
+            if not (run_dir / "recipe.yaml").is_file():
+                raise FalError(f"{run_dir} holds other files and no run; choose another --out")
             if not checkpoint.list_checkpoints(run_dir / "checkpoints"):
                 raise FalError(f"{run_dir} holds a run that stopped before its first checkpoint (nothing to "
                                f"resume); delete that folder, or choose another --out")

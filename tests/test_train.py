@@ -246,3 +246,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_says_to_delete_it(tmp_pa
         run(toy_recipe(), tmp_path / "run")
     with pytest.raises(FalError, match="no checkpoint in .* after deleting"):
         run(toy_recipe(), tmp_path / "run", resume="auto")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a run")
+    with pytest.raises(FalError, match="holds other files and no run"):
+        run(toy_recipe(), tmp_path / "mine")
