@@ -274,13 +274,16 @@ def sample(
     seed: Annotated[int, typer.Option(help="Seed of the latents (unconditional tasks)")] = 0,
     device: DeviceOpt = "auto",
     batch_size: SampleBatchOpt = None,
+    voxels: Annotated[str, typer.Option(help="Voxel checkpoints: binvox (one file per sample) or npy (all in "
+                                             "voxels.npy, N×R×R×R uint8, z up)")] = "binvox",
 ) -> None:
-    """Write samples as files (PNG, .binvox, points.npy) with their latents or inputs, for `fal refine`."""
+    """Write samples as files (PNG, .binvox or voxels.npy, points.npy) with their latents or inputs, for
+    `fal refine`."""
     from falcli.console import console
     from falcli.sample import BATCH_SIZE, SampleOptions, sample as run_sample
 
     options = SampleOptions(ckpt, out, count, steps, seed, device,
-                            BATCH_SIZE if batch_size is None else batch_size)
+                            BATCH_SIZE if batch_size is None else batch_size, voxels)
     with _stage_progress() as progress:
         manifest = run_sample(options, on_progress=progress)
     console.print(f"[green]done[/] → {out} ({manifest['count']} {manifest['task']} samples after "

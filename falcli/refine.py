@@ -190,6 +190,13 @@ def _from_manifest(path: Path, manifest: dict, options: RefineOptions, recipe, f
             raise FalError(f"{path / POINTS}: {len(points)} points, but fal-samples.json lists {len(names)}")
         return Source(names, files, lambda rows: points[rows], latents=read_latents(path, len(names),
                       latent_width(recipe)), batch_size=batch_size, kind="fal samples")
+    if manifest.get("voxels"):  # `fal sample --voxels npy`: every grid in one array
+        grids = torch.from_numpy(np.load(path / manifest["voxels"], allow_pickle=False).astype(np.float32))
+        if grids.shape[0] != len(names):
+            raise FalError(f"{path / manifest['voxels']}: {grids.shape[0]} grids, but fal-samples.json lists "
+                           f"{len(names)}")
+        return Source(names, files, lambda rows: grids[rows][:, None], latents=read_latents(
+            path, len(names), latent_width(recipe)), batch_size=batch_size, kind="fal samples")
     found = list_files(path, files)
     missing = [n for n in names if n not in found]
     if missing:

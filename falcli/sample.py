@@ -17,8 +17,8 @@ import torch
 from falcli import checkpoint
 from falcli.errors import FalError
 from falcli.feedback import unroll
-from falcli.sample_files import INPUTS, LATENTS, PointFiles, condition_files_for, files_for, fresh_folder, \
-    check_fresh, item_names, write_manifest
+from falcli.sample_files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, condition_files_for, files_for, \
+    fresh_folder, item_names, write_manifest
 from falcli.tasks.base import Batch
 
 BATCH_SIZE = 16                         # samples per forward pass (voxel G normalises by its batch: keep it fixed)
@@ -110,6 +110,7 @@ class SampleOptions:
     seed: int = 0                       # latents' seed (unconditional tasks)
     device: str = "auto"
     batch_size: int = BATCH_SIZE
+    voxels: str = "binvox"              # voxel checkpoints: one .binvox per sample, or "npy": one voxels.npy
 
 
 @torch.no_grad()
@@ -130,6 +131,11 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
     check_steps(steps, recipe, warn)
     task, files = TASKS[recipe.task], files_for(recipe)
     conditional = recipe.task == "translation"
+    if options.voxels not in ("binvox", "npy"):
+        raise FalError(f"--voxels {options.voxels!r}: choose binvox or npy")
+    in_one_array = options.voxels == "npy"
+    if in_one_array and recipe.task != "voxel":
+        raise FalError(f"--voxels npy is for voxel checkpoints; {options.checkpoint} is of task {recipe.task!r}")
 
     count, latents, dataset = options.count, None, None
     if conditional:
@@ -155,7 +161,7 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
             out = unroll(G, D, batch.gen_input, batch.condition, steps, recipe.feedback,
                          partial(task.discriminator_input, batch=batch))
             final = out.samples[-1]
-            if isinstance(files, PointFiles):
+            if isinstance(files, PointFiles) or in_one_array:
                 kept.append(final.cpu())
             else:
                 files.write(final, [names[i] for i in rows], tmp)
@@ -163,7 +169,11 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
                 condition_files_for(recipe).write(batch.condition, [names[i] for i in rows], tmp / INPUTS)
             if on_progress:
                 on_progress("sample", rows[-1] + 1, count)
-        if kept:
+        if kept and in_one_array:  # (N, R, R, R) uint8 in fal's frame (z up), as export_samples(fmt="npy")
+            from falcli.tasks.voxel import occupancy
+
+            np.save(tmp / VOXELS, occupancy(torch.cat(kept)))
+        elif kept:
             files.write(torch.cat(kept), names, tmp)
         if latents is not None:
             np.save(tmp / LATENTS, latents.numpy())
@@ -172,6 +182,6 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
                     "iteration": payload.get("iteration"), "steps": steps, "count": count,
                     "seed": None if conditional else options.seed, "batch_size": options.batch_size,
                     "latents": None if conditional else LATENTS, "inputs": INPUTS if conditional else None,
-                    "items": names}
+                    "voxels": VOXELS if in_one_array else None, "items": names}
         write_manifest(tmp, manifest)
     return manifest

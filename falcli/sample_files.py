@@ -27,6 +27,7 @@ FORMAT, VERSION = "fal-samples", 1
 LATENTS = "latents.npy"
 INPUTS = "inputs"                       # translation: the condition images, one per sample, same names
 POINTS = "points.npy"                   # toy: all samples in one (N, 2) float32 array
+VOXELS = "voxels.npy"                   # voxels with `fal sample --voxels npy`: (N, R, R, R) uint8, z up
 VOXEL_SUFFIX = ".binvox"
 
 

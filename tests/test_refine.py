@@ -346,3 +346,20 @@ def test_samples_record_the_checkpoint_file_even_when_given_its_run_folder(ckpt,
     warnings = []
     refine(RefineOptions(path, tmp_path / "s", tmp_path / "r", steps=2), warn=warnings.append)
     assert not any("made by" in w for w in warnings)  # the same checkpoint, named the other way
+
+
+def test_voxel_samples_in_one_npy_refine_like_their_binvox_files(ckpt, tmp_path):
+    path = ckpt("voxel")
+    sample(SampleOptions(path, tmp_path / "bv", count=3, steps=1))
+    sample(SampleOptions(path, tmp_path / "np", count=3, steps=1, voxels="npy"))
+    grids = np.load(tmp_path / "np" / "voxels.npy")
+    files = [y_up_to_z_up(read_binvox(tmp_path / "bv" / f"{i:06d}.binvox")[0]) for i in range(3)]
+    assert grids.dtype == np.uint8 and np.array_equal(grids, np.stack(files))  # the same shapes, fal's frame
+    assert not list((tmp_path / "np").glob("*.binvox"))
+    refine(RefineOptions(path, tmp_path / "bv", tmp_path / "r1", steps=2), warn=lambda m: None)
+    refine(RefineOptions(path, tmp_path / "np", tmp_path / "r2", steps=2), warn=lambda m: None)
+    for i in range(3):
+        name = f"step-2/{i:06d}.binvox"
+        assert (tmp_path / "r1" / name).read_bytes() == (tmp_path / "r2" / name).read_bytes()
+    with pytest.raises(FalError, match="--voxels npy is for voxel checkpoints"):
+        sample(SampleOptions(ckpt("toy"), tmp_path / "t", count=3, voxels="npy"))
