@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -26,9 +27,12 @@ from PIL import Image
 from pytorch_fid import fid_score
 from pytorch_fid import inception as pfi
 
+from falcli.console import print_error
 from falcli.data.shapes import make_shapes
+from falcli.errors import FalError
 from falcli.evaluate_fid import fid_command
 from falcli.metrics import fid
+from falcli.runtime import pick_device
 
 
 def write_folder(folder: Path, count: int, size: int, seed: int) -> Path:
@@ -64,6 +68,11 @@ def main() -> None:
     parser.add_argument("--trace-dims", type=int, default=0, help="also time the trace term alone at D dims")
     parser.add_argument("--order", choices=("fal-first", "pytorch-fid-first"), default="pytorch-fid-first")
     args = parser.parse_args()
+    pick_device(args.device)  # --device cuda without a GPU: one line, before anything is written
+    if args.n <= args.dims:
+        raise FalError(f"--n {args.n}: FID over {args.dims}-dim features needs more than {args.dims} images per side")
+    if args.weights is not None and not args.weights.is_file():
+        raise FalError(f"--weights {args.weights}: no such file")
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="The `disp` argument")  # scipy >= 1.16 on pytorch-fid's sqrtm
@@ -116,4 +125,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FalError as error:
+        print_error(str(error))
+        sys.exit(2)

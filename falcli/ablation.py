@@ -17,6 +17,8 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from falcli import checkpoint
 from falcli.config import Recipe, recipe_from_dict, recipe_to_dict
 from falcli.errors import FalError
@@ -192,6 +194,52 @@ def train_seconds(run_dir: Path) -> float | None:
 
 # --- the table ---
 
+def check_scorable(recipe: Recipe) -> None:
+    """Refuse, before any training, an ablation whose runs could get no FID."""
+    from falcli.config import load_recipe
+    from falcli.evaluate_fid import INCEPTION_MIN_IMAGES
+    from falcli.metrics.weights import INCEPTION_FID, _candidates
+
+    if recipe.task != "image":
+        raise FalError(f"fal ablate scores image runs by FID; this recipe's task is {recipe.task!r} (the methods "
+                       f"are image-task switches)")
+    samples = recipe.evaluate.num_samples
+    if recipe.data.source == "shapes":
+        from falcli.judges import classifier
+
+        judge = classifier.default_judge_path(recipe.data.image_size)  # the judge in use, else the one to train
+        dims = (classifier.load_judge(judge, torch.device("cpu"))[0].embed.out_features if judge.is_file()
+                else load_recipe(classifier.SHIPPED_RECIPE).model.features)
+        if min(samples, recipe.data.shapes_val) <= dims:
+            raise FalError(f"the shapes judge's FID needs more than {dims} images per side, but evaluate.num_samples "
+                           f"is {samples} and data.shapes_val {recipe.data.shapes_val}; raise them")
+    elif not any(path.is_file() for path in _candidates(INCEPTION_FID.filename)) or samples < INCEPTION_MIN_IMAGES:
+        raise FalError(f"runs on {recipe.data.source} data are scored by Inception FID, which needs "
+                       f"{INCEPTION_FID.filename} in the torch hub cache and evaluate.num_samples >= "
+                       f"{INCEPTION_MIN_IMAGES} (it is {samples})")
+
+
+def _keep_table_rows(recipe: Recipe, out: Path, planned: list[Planned], resume: bool) -> list[Planned]:
+    """The tables are rebuilt from every run they held, so a narrower request (`--configs fal`) adds to them and
+    never drops rows: runs held but not asked for are planned again (reused when finished, else refused)."""
+    stored = out / "ablation.json"
+    if not stored.is_file():
+        return planned
+    try:
+        report = json.loads(stored.read_text())
+        held = [(config, run["seed"]) for config, runs in report["runs"].items() for run in runs]
+    except (ValueError, KeyError, TypeError):
+        raise FalError(f"{stored}: not an ablation table fal wrote; move it away or choose another --out") from None
+    asked = {(item.config, item.seed) for item in planned}
+    extra = []
+    for config, seed in held:
+        if (config, seed) not in asked and config in CONFIGS:
+            made = variant(dataclasses.replace(recipe, seed=seed), config)
+            extra.append(_plan_one(config, made, out / f"{config}-s{seed}", resume))
+    order = {config: n for n, config in enumerate(CONFIGS)}
+    return sorted(planned + extra, key=lambda item: (order.get(item.config, len(order)), item.seed))
+
+
 def metric_name(rows: list[dict[str, float]]) -> str:
     for name in ("fid_judge", "fid_inception"):
         if name in rows[0]:
@@ -257,7 +305,11 @@ def run(recipe: Recipe, out: Path, seeds: int = 3, configs: list[str] | None = N
         raise FalError(f"--seeds must be >= 1 (got {seeds})")
     if quick:
         recipe = quick_recipe(recipe)
+    if out.exists() and not out.is_dir():
+        raise FalError(f"--out {out}: a file, not a folder; choose a folder for the ablation's runs")
+    check_scorable(recipe)
     planned = plan(recipe, out, seeds, configs or list(CONFIGS), resume)
+    planned = _keep_table_rows(recipe, out, planned, resume)
     train_all(planned, device, on_progress)
 
     results: dict[str, list[dict]] = {}
@@ -272,7 +324,7 @@ def run(recipe: Recipe, out: Path, seeds: int = 3, configs: list[str] | None = N
         on_progress(len(planned), len(planned), None, description="evaluated")
     metric = metric_name(next(iter(results.values()))[0]["steps"])
     report = {"recipe": recipe.name, "command": command, "metric": metric,
-              "seeds": [recipe.seed + i for i in range(seeds)], "iterations": recipe.train.iterations,
+              "seeds": sorted({item.seed for item in planned}), "iterations": recipe.train.iterations,
               "num_samples": recipe.evaluate.num_samples, "summary": summarise(results, metric), "runs": results}
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "ablation.json", json.dumps(report, indent=2) + "\n")

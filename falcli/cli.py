@@ -104,6 +104,10 @@ def train(
     if isinstance(resolved, JudgeRecipe):
         from falcli.judges.run import run_judge
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise FalError("judges train in one process (a few minutes): run `fal train` on this recipe without "
+                           "torchrun")
+
         with progress_bar(f"train {resolved.name}", resolved.train.iterations) as update:
             path = run_judge(resolved, out, device, resume=resume, on_progress=update)
         console.print(f"[green]done[/] → {path}")

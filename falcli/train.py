@@ -260,6 +260,8 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
 
     Every process checks; then only the main process writes, after all have checked.
     """
+    if options.out is not None and options.out.exists() and not options.out.is_dir():
+        raise FalError(f"--out {options.out}: a file, not a folder; choose a folder for the run")
     if options.resume is None:
         run_dir = options.out or Path("runs") / recipe.name
         if run_dir.exists() and any(run_dir.iterdir()):

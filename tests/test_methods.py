@@ -338,7 +338,8 @@ def test_ablate_end_to_end_writes_the_tables_and_reuses_finished_runs(tmp_path, 
     again = runner.invoke(app, args + ["--configs", "fal"])
     assert again.exit_code == 0, again.output
     assert final.stat().st_mtime_ns == stamp  # reused, not retrained
-    assert list(json.loads((tmp_path / "abl" / "ablation.json").read_text())["summary"]) == ["fal"]
+    # a narrower request rebuilds the tables from every run they held: nothing is dropped
+    assert list(json.loads((tmp_path / "abl" / "ablation.json").read_text())["summary"]) == list(report["summary"])
 
     changed = runner.invoke(app, args + ["--set", "model.d_channels=8", "--configs", "plain"])
     assert changed.exit_code == 2 and "trained with model.d_channels = 4" in changed.output
@@ -359,6 +360,16 @@ def test_ablate_refuses_unknown_configs_and_a_recipe_without_feedback(tmp_path):
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2 and "feedback.steps must be >= 2" in result.output
     assert not any(tmp_path.iterdir())
+    # what could get no FID is refused before anything trains
+    toy = str(Path(__file__).resolve().parents[1] / "recipes" / "toy.yaml")
+    result = runner.invoke(app, ["ablate", toy, "--out", str(tmp_path / "t")])
+    assert result.exit_code == 2 and "scores image runs by FID" in result.output
+    result = runner.invoke(app, ["ablate", shapes, "--set", "evaluate.num_samples=12", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "needs more than" in " ".join(result.output.split())
+    (tmp_path / "file").write_text("mine")
+    result = runner.invoke(app, ["ablate", shapes, "--out", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "a file, not a folder" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 # --- fal edit-heatmaps ---
@@ -381,6 +392,8 @@ def test_edit_heatmaps_writes_one_row_per_centre_and_refuses_bad_input(tmp_path)
     assert again.exit_code == 2 and "already exists" in again.output
     bad = runner.invoke(app, args[:3] + ["--centre", "0.5", "--out", str(tmp_path / "b.png")])
     assert bad.exit_code == 2 and "expected y,x" in bad.output
+    under_a_file = runner.invoke(app, args[:-3] + [str(out / "x.png"), "--device", "cpu"])
+    assert under_a_file.exit_code == 2 and "is a file, not a folder" in under_a_file.output
     plain = recipe("feedback.steps=1", "train.iterations=1", "train.log_every=1", "train.checkpoint_every=1")
     plain_ckpt = checkpoint.list_checkpoints(train.run(plain, train.RunOptions(out=tmp_path / "plain",
                                                                                device="cpu")) / "checkpoints")[-1]

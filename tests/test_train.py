@@ -250,3 +250,8 @@ def test_a_run_that_stopped_before_its_first_checkpoint_says_to_delete_it(tmp_pa
     (tmp_path / "mine" / "notes.txt").write_text("not a run")
     with pytest.raises(FalError, match="holds other files and no run"):
         run(toy_recipe(), tmp_path / "mine")
+    with pytest.raises(FalError, match="a file, not a folder"):
+        run(toy_recipe(), tmp_path / "mine" / "notes.txt")
+    with pytest.raises(FalError, match="a file, not a folder"):
+        run(toy_recipe(), tmp_path / "mine" / "notes.txt", resume="auto")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "not a run"

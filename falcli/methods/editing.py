@@ -58,6 +58,9 @@ def edit_picture(ckpt: Path, centres: list[str], out: Path, count: int = 8, seed
         raise FalError(f"{out} already exists; choose another --out (pictures are never overwritten)")
     if out.suffix.lower() != ".png":
         raise FalError(f"--out {out}: the picture is a PNG; give a path ending in .png")
+    blocking = next((folder for folder in out.parents if folder.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise FalError(f"--out {out}: {blocking} is a file, not a folder; choose another --out")
     if not centres:
         raise FalError("give at least one --centre y,x (e.g. --centre=-0.5,-0.5 --centre=0.5,0.5)")
     if count < 1 or (steps is not None and steps < 1):
