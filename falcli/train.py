@@ -55,7 +55,13 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     dataset = task.make_dataset(recipe, "train")
     check_batch_size(len(dataset), cfg.batch_size, processes.world)
     preview = task.fixed_batch(recipe, device, 64)  # the sample pictures' fixed inputs (the val split)
+    notes = methods.prepare(recipe, device)
     run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
+    if processes.is_main and notes:  # kept with the run: the recipe alone would not tell
+        with open(run_dir / "metrics.jsonl", "a") as handle:
+            for note in notes:
+                handle.write(json.dumps({"kind": "note", "iteration": resumed["iteration"] if resumed else 0,
+                                         "note": note}) + "\n")
     start = resumed["iteration"] if resumed else 0
 
     # Networks and optimizers, rebuilt from the recipe (weights come from the checkpoint when resuming).

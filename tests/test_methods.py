@@ -192,6 +192,10 @@ def test_glead_without_lpips_weights_falls_back_to_mse_loudly(monkeypatch, tmp_p
     assert "GLeaD falls back to MSE" in capsys.readouterr().err
     assert glead.distance_for("lpips", torch.device("cpu")) is glead.mse
     assert "falls back" not in capsys.readouterr().err  # said once per process
+    run_dir = train.run(recipe("method.glead=true", "train.iterations=1", "train.log_every=1",
+                               "train.checkpoint_every=1"), train.RunOptions(out=tmp_path / "run", device="cpu"))
+    notes = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(n["kind"] == "note" and "distance is MSE" in n["note"] for n in notes)  # the run keeps the fallback
 
 
 def test_glead_lpips_is_differentiable_and_a_wrong_trunk_file_is_an_error(monkeypatch, tmp_path):
@@ -202,8 +206,12 @@ def test_glead_lpips_is_differentiable_and_a_wrong_trunk_file_is_an_error(monkey
     torch.save(trunk, path)
     monkeypatch.setenv("FAL_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setattr(glead, "_DISTANCES", {})
-    with pytest.raises(FalError, match="not the official"):
+    with pytest.raises(FalError, match="not the official") as error:
         glead.distance_for("lpips", torch.device("cpu"))
+    assert "--allow-unofficial-weights" not in str(error.value) and "glead_distance: mse" in str(error.value)
+    with pytest.raises(FalError, match="GLeaD's LPIPS"):  # at the start of a run, before its folder is written
+        train.run(recipe("method.glead=true"), train.RunOptions(out=tmp_path / "run", device="cpu"))
+    assert not (tmp_path / "run").exists()
     spec = weights.WeightsSpec(path.name, "file://test", weights.sha256_of(path)[:8])
     monkeypatch.setattr(weights, "ALEXNET_LPIPS", spec)
     distance = glead.distance_for("lpips", torch.device("cpu"))

@@ -27,6 +27,20 @@ def check(task, recipe) -> None:
                            f"(supported: {', '.join(sorted(supported)) or 'none'}); set it to false")
 
 
+def prepare(recipe, device) -> list[str]:
+    """Open what a method needs from disk before the run folder is written (GLeaD's LPIPS trunk), so that a
+    wrong file fails the start, not the first step. Returns notes for the run's log (a fallback taken)."""
+    if not recipe.method.glead:
+        return []
+    from falcli.methods import glead
+
+    distance = glead.distance_for(recipe.method.glead_distance, device)
+    if recipe.method.glead_distance == "lpips" and distance is glead.mse:
+        return ["GLeaD's reconstruction distance is MSE: method.glead_distance is lpips, but the AlexNet trunk "
+                "was not found when this run started"]
+    return []
+
+
 def generator_terms(recipe, G, D, unrolled, batch) -> dict[str, torch.Tensor]:
     """Weighted loss terms added to G's loss (G step; D frozen)."""
     if not recipe.method.eqgan_sa:

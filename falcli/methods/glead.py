@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from falcli.errors import FalError
+
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 3, H, W) ×2 in [-1, 1] → (B,)
 
 
@@ -74,6 +76,9 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def distance_for(kind: str, device: torch.device) -> Distance:
     """The reconstruction distance, built once per process: 'mse', or 'lpips' (v0.1, AlexNet trunk found on
     disk as `fal evaluate` finds it). Without the trunk weights GLeaD falls back to MSE and says so loudly."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" name one distance
+        device = torch.device("cuda", torch.cuda.current_device())
     key = (kind, str(device))
     if key not in _DISTANCES:
         _DISTANCES[key] = mse if kind == "mse" else _lpips_or_mse(torch.device(device))
@@ -96,7 +101,11 @@ def _lpips_or_mse(device: torch.device) -> Distance:
 
     from falcli.metrics.lpips import _read_state_dict, _trunk_from_torchvision
 
-    path, _ = find_weights(ALEXNET_LPIPS.filename, None, ALEXNET_LPIPS.sha256_prefix)  # a wrong file is an error
+    try:
+        path, _ = find_weights(ALEXNET_LPIPS.filename, None, ALEXNET_LPIPS.sha256_prefix)
+    except FalError as error:  # a wrong file is an error; `fal train` has no --allow-unofficial-weights
+        raise FalError(f"GLeaD's LPIPS: {str(error).split(';')[0]}; put the official file there, or set "
+                       f"method.glead_distance: mse") from None
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`; harmless here
         warnings.simplefilter("ignore")
         model = lpips_pkg.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
