@@ -280,9 +280,9 @@ def checkpoint_steps(requested: int | None, feedback, notes: list[str]) -> int:
     """--steps, or the recipe's sampling steps; more than were trained is allowed, with a warning."""
     if requested is None:
         return feedback.sampling_steps
-    if requested > 1 and feedback.steps == 1:  # as `fal sample` and `fal refine` say
-        raise FalError("this checkpoint was trained without feedback (feedback.steps: 1): its generator cannot "
-                       "read D's map; use --steps 1, or a checkpoint trained with feedback.steps >= 2")
+    from falcli.sample import refuse_feedback_of_plain_gan
+
+    refuse_feedback_of_plain_gan(requested, feedback.steps)  # as `fal sample` and `fal refine` refuse it
     if requested > feedback.steps:
         notes.append(f"--steps {requested}: the model was trained with {feedback.steps} feedback step(s); "
                      f"steps {feedback.steps + 1}..{requested} run the loop beyond what it learned")

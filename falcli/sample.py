@@ -63,13 +63,18 @@ def require_steps(steps: int) -> None:
                        f"one pass of G reading D's map")
 
 
+def refuse_feedback_of_plain_gan(steps: int, trained: int) -> None:
+    """A plain GAN's generator has no feedback input: it can only be unrolled for one step."""
+    if steps > 1 and trained == 1:
+        raise FalError("this checkpoint was trained without feedback (feedback.steps: 1): its generator cannot "
+                       "read D's map; use --steps 1, or a checkpoint trained with feedback.steps >= 2")
+
+
 def check_steps(steps: int, recipe, warn: WarnFn) -> None:
     """`--steps` must be >= 1; more than the model was trained with is allowed, with a warning."""
     require_steps(steps)
     trained = recipe.feedback.steps
-    if steps > 1 and trained == 1:
-        raise FalError("this checkpoint was trained without feedback (feedback.steps: 1): its generator cannot "
-                       "read D's map; use --steps 1, or a checkpoint trained with feedback.steps >= 2")
+    refuse_feedback_of_plain_gan(steps, trained)
     if steps > trained:
         warn(f"--steps {steps} is more than the {trained} steps the model was trained with; steps beyond "
              f"{trained} are extrapolation")

@@ -57,11 +57,9 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     preview = task.fixed_batch(recipe, device, 64)  # the sample pictures' fixed inputs (the val split)
     notes = methods.prepare(recipe, device)
     run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
-    if processes.is_main and notes:  # kept with the run: the recipe alone would not tell
-        with open(run_dir / "metrics.jsonl", "a") as handle:
-            for note in notes:
-                handle.write(json.dumps({"kind": "note", "iteration": resumed["iteration"] if resumed else 0,
-                                         "note": note}) + "\n")
+    if processes.is_main:  # notes are kept with the run: the recipe alone would not tell
+        for note in notes:
+            _log(run_dir, {"kind": "note", "iteration": resumed["iteration"] if resumed else 0, "note": note})
     start = resumed["iteration"] if resumed else 0
 
     # Networks and optimizers, rebuilt from the recipe (weights come from the checkpoint when resuming).
@@ -350,9 +348,14 @@ def _flush(run_dir: Path | None, done: int, sums: dict, window: int, seconds: fl
     logged["time/iteration_ms"] = 1000.0 * seconds / window
     logged["lr/G"] = float(opt_G.param_groups[0]["lr"])
     if run_dir is not None:
-        with open(run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps({"kind": "train", "iteration": done, **logged}) + "\n")
+        _log(run_dir, {"kind": "train", "iteration": done, **logged})
     return logged
+
+
+def _log(run_dir: Path, record: dict) -> None:
+    """Append one JSON line to the run's metrics.jsonl."""
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
 
 
 def _check_finite(run_dir: Path | None, done: int, values: dict[str, float]) -> None:

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from falcli.config import SHIPPED_RECIPES
 from falcli.errors import FalError
 from falcli.nn.dims import conv_nd, norm_nd
 from falcli.tasks.image import ImageSource, load_images, to_unit_range
 
-SHIPPED_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "shapes_classifier.yaml"
+SHIPPED_RECIPE = SHIPPED_RECIPES / "shapes_classifier.yaml"
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from falcli.config import SHIPPED_RECIPES
 from falcli.errors import FalError
 from falcli.judges.classifier import ConvClassifier, ModelConfig
 from falcli.tasks.voxel import DataConfig, class_names, load_voxels
 
-SHIPPED_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "voxel_classifier.yaml"
+SHIPPED_RECIPE = SHIPPED_RECIPES / "voxel_classifier.yaml"
 RUNS = Path("runs")
 
 
