@@ -2,17 +2,24 @@
 line where it cannot run; the pieces it relies on (in-place learning rates, static batches) on the CPU."""
 from __future__ import annotations
 
+import copy
 import json
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from falcli import checkpoint, graphs, train
+from falcli import checkpoint, graphs, runtime, train
 from falcli.cli import app
 from falcli.config import load_recipe
 from falcli.errors import FalError
+from falcli.data.loader import batch_stream
+from falcli.losses import gradient_penalty, r1_penalty
+from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,14 +46,15 @@ def test_learning_rate_changes_in_place_so_a_captured_graph_sees_it():
     assert group["lr"] == pytest.approx(1e-4) and not torch.is_tensor(group["lr"]) and not group["capturable"]
 
 
-def test_a_checkpoint_with_tensor_learning_rates_resumes_without_graphs(tmp_path, toy_recipe):
+def test_a_checkpoint_written_on_a_gpu_with_graphs_resumes_on_the_cpu_as_a_cpu_run(tmp_path, toy_recipe):
     recipe = toy_recipe("train.lr_decay_start=3")
     run_dir = train.run(recipe, train.RunOptions(out=tmp_path / "run", device="cpu"))
     path = checkpoint.list_checkpoints(run_dir / "checkpoints")[0]
     payload = checkpoint.load(path)
-    for name in ("opt_G", "opt_D"):  # as a train.cuda_graph run on a GPU writes them
+    for name in ("opt_G", "opt_D"):  # as a train.cuda_graph run on a GPU writes them: fused, capturable
         for group in payload[name]["param_groups"]:
-            group["lr"], group["capturable"] = torch.tensor(group["lr"]), True
+            group["lr"], group["capturable"], group["fused"], group["foreach"] = torch.tensor(group["lr"]), True, \
+                True, None
     checkpoint.atomic_save(payload, path)
     (run_dir / "checkpoints" / checkpoint.checkpoint_name(12)).unlink()
     train.run(recipe, train.RunOptions(out=run_dir, device="cpu", resume=str(path)))
@@ -54,6 +62,53 @@ def test_a_checkpoint_with_tensor_learning_rates_resumes_without_graphs(tmp_path
     decayed = [line["lr/G"] for line in lines if line["kind"] == "train"][-2:]  # the resumed run's lines
     rate = recipe.train.lr_generator
     assert decayed == pytest.approx([rate * (1 - 5 / 9), rate * (1 - 8 / 9)])  # the decay went on, as floats
+    final = checkpoint.load(run_dir / "checkpoints" / checkpoint.checkpoint_name(12))
+    for name in ("opt_G", "opt_D"):  # the CPU build's update, not the checkpoint's
+        for group in final[name]["param_groups"]:
+            assert not group["fused"] and not group["capturable"] and isinstance(group["lr"], float)
+        assert all(state["step"].item() == 12 for state in final[name]["state"].values())
+
+
+def adam_states(fused_after: bool) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer, list, list]:
+    """An Adam run 3 steps, and its state loaded into a new Adam built with fused=`fused_after`."""
+    torch.manual_seed(0)
+    first = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+    original = torch.optim.Adam(first, lr=1e-2)
+    for _ in range(3):
+        original.zero_grad()
+        sum((p ** 2).sum() for p in first).backward()
+        original.step()
+    second = [torch.nn.Parameter(p.detach().clone()) for p in first]
+    resumed = torch.optim.Adam(second, lr=1e-2, fused=fused_after)
+    resumed.load_state_dict(copy.deepcopy(original.state_dict()))  # its own tensors, as read from a file
+    return original, resumed, first, second
+
+
+def test_resuming_in_a_fused_build_keeps_fused_adam_and_continues_the_same_update():
+    original, resumed, first, second = adam_states(fused_after=True)
+    assert not resumed.param_groups[0]["fused"]  # what load_state_dict alone leaves: the checkpoint's setting
+    graphs.settle_optimizer(resumed, capturable=False, device=torch.device("cpu"))
+    assert resumed.param_groups[0]["fused"] and resumed.param_groups[0]["foreach"] is None
+    for optimizer, params in ((original, first), (resumed, second)):
+        for _ in range(2):
+            optimizer.zero_grad()
+            sum((p ** 2).sum() for p in params).backward()
+            optimizer.step()
+    for a, b in zip(first, second):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_cpu_checkpoint_moves_its_step_counters_to_the_parameters_device_for_capturable_updates():
+    """A CPU checkpoint resumed with graphs on a GPU: capturable Adam refuses step counters on the CPU. The
+    GPU is simulated by the meta device (parameters without data); settle moves every counter there."""
+    param = torch.nn.Parameter(torch.empty(3, device="meta"))
+    optimizer = torch.optim.Adam([param], lr=2e-4)
+    optimizer.state[param]["step"] = torch.tensor(6.0)  # as load_state_dict leaves a non-fused CPU checkpoint's
+    graphs.settle_optimizer(optimizer, capturable=False, device=torch.device("meta"))
+    assert optimizer.state[param]["step"].device.type == "cpu"  # non-capturable, non-fused: a CPU scalar
+    graphs.settle_optimizer(optimizer, capturable=True, device=torch.device("meta"))
+    assert optimizer.state[param]["step"].device.type == "meta"
+    assert optimizer.param_groups[0]["lr"].device.type == "meta" and optimizer.param_groups[0]["capturable"]
 
 
 def test_the_static_batch_is_refilled_in_place_and_refuses_another_shape():
@@ -66,6 +121,90 @@ def test_the_static_batch_is_refilled_in_place_and_refuses_another_shape():
     assert static.real.sum() == 6 and static.gen_input.sum() == 8 and static.extras["labels"].sum() == 2
     with pytest.raises(FalError, match="batch field real changed shape"):
         graphs.copy_batch(Batch(real=torch.ones(1, 3), gen_input=torch.ones(1, 4), extras={}), static)
+
+
+def toy_step(recipe, device: torch.device, graphed: bool = False):
+    """The toy recipe's step as `fal train` builds it, and a stream of its training batches."""
+    task = TASKS["toy"]
+    G, D = train.build_networks(task, recipe, device)
+    opt_G, opt_D = train.make_optimizers(G, D, recipe.train, device)
+    step = train.TrainStep(task, recipe, G, D, G, D, opt_G, opt_D, runtime.use_bf16(recipe.train.precision, device),
+                           device)
+    stream = batch_stream(task.make_dataset(recipe, "train"), recipe.train.batch_size, recipe.seed)
+    batches = (task.make_batch(runtime.to_device(next(stream), device), recipe, training=True) for _ in iter(int, 1))
+    return (graphs.GraphedStep(step) if graphed else step), batches
+
+
+def test_the_step_returns_losses_without_their_autograd_graphs(toy_recipe):
+    """A loss kept with its graph keeps the parameters' AccumulateGrad nodes alive into the next step, which a
+    CUDA graph's capture (another stream) then trips on."""
+    step, batches = toy_step(toy_recipe("loss.adversarial=wgan-gp", "loss.r1_every=2"), torch.device("cpu"))
+    for iteration in range(2):  # with and without lazy R1
+        stats = step(next(batches), iteration)
+        assert "loss/D/gp" in stats and ("loss/D/r1" in stats) == (iteration == 0)
+        for key, value in stats.items():
+            assert value.grad_fn is None and not value.requires_grad, key
+
+
+class AutocastProbe(torch.autograd.Function):
+    """Identity that records, in its backward, whether autocast was on."""
+
+    seen: list[bool] = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        AutocastProbe.seen.append(torch.is_autocast_enabled("cpu"))
+        return grad
+
+
+@pytest.mark.parametrize("penalty", ["r1", "gp"])
+def test_penalties_take_their_input_gradient_outside_autocast_and_in_fp32(penalty):
+    layers = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.LeakyReLU(0.2), torch.nn.Linear(8, 1))
+    D = lambda x: layers[2](AutocastProbe.apply(layers[1](layers[0](x))))  # noqa: E731
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    AutocastProbe.seen = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = D(real)
+        value = r1_penalty(D, real) if penalty == "r1" else gradient_penalty(D, real, fake)
+        assert logits.dtype == torch.bfloat16  # D's forward itself does run in bf16 here
+    assert AutocastProbe.seen == [False]  # the penalty's autograd.grad: autocast off
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    value.backward()  # and the penalty stays differentiable for D's update
+    assert layers[0].weight.grad is not None and torch.isfinite(layers[0].weight.grad).all()
+
+
+def test_a_single_process_run_makes_its_gpu_the_current_one(monkeypatch):
+    """--device cuda:1 without torchrun: cuda:1 becomes the current device, so that torch.cuda.graph's capture
+    stream and everything else made without a device is on the run's GPU (simulated: no GPU here)."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert runtime.start_processes("cuda:1")[1] == torch.device("cuda", 1)
+    assert runtime.start_processes("cuda")[1] == torch.device("cuda", 0)  # "cuda" names the current one
+    assert chosen == [torch.device("cuda", 1), torch.device("cuda", 0)]
+    with pytest.raises(FalError, match="--device cuda:2: this machine has 2 CUDA device"):
+        runtime.pick_device("cuda:2")
+
+
+def test_an_empty_capture_is_refused_and_other_capture_warnings_pass_on():
+    def caught(message: str) -> list[warnings.WarningMessage]:
+        with warnings.catch_warnings(record=True) as found:
+            warnings.simplefilter("always")
+            warnings.warn(message, UserWarning)
+        return found
+
+    with pytest.raises(FalError, match="recorded no GPU work"):
+        graphs.check_capture_warnings(caught("The CUDA Graph is empty. This usually means that the graph was "
+                                             "attempted to be captured on wrong device or stream."))
+    with pytest.warns(UserWarning, match="The AccumulateGrad node's stream"):
+        graphs.check_capture_warnings(caught("The AccumulateGrad node's stream does not match"))
 
 
 # --- on a GPU: the same losses with and without the graph ---
