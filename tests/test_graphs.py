@@ -238,6 +238,9 @@ def losses_with_and_without_graph(tmp_path, recipe_file: str, overrides: list[st
                   "loss.r1_weight=1", "loss.r1_every=2", "train.precision=fp32"], 1e-4),
     # bf16 autocast, channels_last, batch norm and dropout in a U-Net with feedback
     ("streets.yaml", STREETS_TINY + ["model.dropout=false"], 3e-2),
+    # …with dropout: its masks drawn inside the graph (CUDA graphs advance the Philox offset per replay as
+    # eager kernels do, so the draws are the eager run's)
+    ("streets.yaml", STREETS_TINY + ["model.dropout=true"], 3e-2),
 ])
 def test_cuda_graph_keeps_the_losses(tmp_path, recipe_file, overrides, tolerance):
     eager, graphed = losses_with_and_without_graph(tmp_path, recipe_file, overrides)
@@ -246,3 +249,102 @@ def test_cuda_graph_keeps_the_losses(tmp_path, recipe_file, overrides, tolerance
         assert a.keys() == b.keys()
         for key in a:
             assert b[key] == pytest.approx(a[key], rel=tolerance, abs=tolerance), (iteration, key)
+
+
+# --- on a GPU: final weights, variants, workers, resume and warnings ---
+
+# fp32 toy with lazy R1 every 2nd iteration and LR decay. The vanilla loss, not WGAN-GP: a WGAN critic's
+# last-layer biases can have an analytically zero gradient, whose rounding noise Adam turns into ~0.1·lr
+# steps, so two float-level-different runs part by ~1e-4 there (tests/test_distributed.py's docstring).
+TOY_GPU = ["model.hidden=32", "data.points=512", "train.batch_size=64", "loss.adversarial=vanilla",
+           "loss.r1_weight=1", "loss.r1_every=2", "train.precision=fp32", "train.iterations=12",
+           "train.log_every=1", "train.checkpoint_every=6", "train.lr_decay_start=4", "train.sample_every=0"]
+
+
+def toy_run(out: Path, *overrides: str, device: str = "cuda", workers: int = 0, resume: str | None = None) -> dict:
+    recipe = load_recipe(ROOT / "recipes" / "toy.yaml", TOY_GPU + list(overrides))
+    run_dir = train.run(recipe, train.RunOptions(out=out, device=device, workers=workers, resume=resume))
+    return checkpoint.load(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1])
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 1e-5) -> None:
+    for net in ("G", "D"):
+        for name, tensor in a[net].items():
+            assert torch.allclose(tensor.float(), b[net][name].float(), atol=atol, rtol=1e-4), f"{net}.{name}"
+
+
+@pytest.mark.gpu
+def test_cuda_graph_keeps_the_final_weights_after_updates_with_decaying_rates(tmp_path):
+    """Weights after 12 updates (fused Adam, capturable, rates decaying in place from iteration 4): an empty
+    graph, a rate the graph does not see or a lost update would all show here; losses alone at iteration 0
+    would not."""
+    eager = toy_run(tmp_path / "eager", "train.cuda_graph=false")
+    graphed = toy_run(tmp_path / "graphed", "train.cuda_graph=true")
+    assert_same_weights(eager, graphed)
+    start = load_recipe(ROOT / "recipes" / "toy.yaml", TOY_GPU)
+    G0, _ = TASKS["toy"].make_networks(start)
+    moved = max((graphed["G"][k].cpu() - v).abs().max().item() for k, v in G0.state_dict().items())
+    assert moved > 1e-3  # the replays trained: an empty graph would leave G at its initial weights
+    assert all(group["capturable"] and group["fused"] for group in graphed["opt_G"]["param_groups"])
+
+
+@pytest.mark.gpu
+def test_lazy_r1_captures_exactly_two_variants_after_their_warm_ups(toy_recipe):
+    recipe = toy_recipe("train.precision=fp32", "loss.r1_weight=1", "loss.r1_every=2", "train.cuda_graph=true")
+    step, batches = toy_step(recipe, torch.device("cuda"), graphed=True)
+    losses = []
+    for iteration in range(2 * graphs.WARMUP_RUNS + 6):
+        stats = step(next(batches), iteration)
+        assert ("loss/D/r1" in stats) == (iteration % 2 == 0)
+        losses.append(stats["loss/D"].item())  # read before the next replay overwrites it
+    assert sorted(step.captured) == [False, True]
+    assert step.eager_runs == {False: graphs.WARMUP_RUNS, True: graphs.WARMUP_RUNS}
+    assert len(set(losses[-4:])) == 4  # replays compute new losses (an empty graph would repeat them)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_with_two_workers_and_pinned_memory(tmp_path):
+    """The DataLoader's pin-memory thread allocates while the main thread captures (capture_error_mode
+    thread_local); the batches, and so the weights, are those of a run without workers."""
+    alone = toy_run(tmp_path / "alone", "train.cuda_graph=true")
+    with_workers = toy_run(tmp_path / "workers", "train.cuda_graph=true", workers=2)
+    assert_same_weights(alone, with_workers, atol=0)
+
+
+@pytest.mark.gpu
+def test_a_cpu_checkpoint_resumes_on_the_gpu_with_graphs(tmp_path):
+    """CPU Adam state (non-fused, step counters on the CPU) continued by capturable fused Adam; the same
+    weights as the same checkpoint continued on the GPU without graphs."""
+    cpu = tmp_path / "cpu"
+    toy_run(cpu, device="cpu")  # its checkpoint at 6 is continued on the GPU
+    first = cpu / "checkpoints" / checkpoint.checkpoint_name(6)
+    eager = toy_run(tmp_path / "eager", "train.cuda_graph=false", resume=str(first))
+    graphed = toy_run(tmp_path / "graphed", "train.cuda_graph=true", resume=str(first))
+    assert_same_weights(eager, graphed)
+    for payload, capturable in ((eager, False), (graphed, True)):
+        for group in payload["opt_D"]["param_groups"]:
+            assert group["fused"] and group["capturable"] == capturable
+
+
+@pytest.mark.gpu
+def test_graph_capture_raises_no_stream_warnings_under_w_error(tmp_path):
+    """In a fresh process (both are warned once per process): -W error on the stale-AccumulateGrad-stream
+    warning, and an empty capture refused by fal itself."""
+    sets = [arg for item in TOY_GPU + ["train.cuda_graph=true"] for arg in ("--set", item)]
+    command = [sys.executable, "-W", "error:The AccumulateGrad node's stream:UserWarning",
+               "-W", "error:The CUDA Graph is empty:UserWarning", "-m", "falcli", "train",
+               str(ROOT / "recipes/toy.yaml"), "--device", "cuda", "--out", str(tmp_path / "run"), *sets]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "AccumulateGrad" not in output and "CUDA Graph is empty" not in output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second GPU")
+def test_cuda_graph_on_a_gpu_that_is_not_the_first(tmp_path):
+    """--device cuda:N with N > 0: the capture must record on cuda:N's stream (else the graph is empty)."""
+    last = f"cuda:{torch.cuda.device_count() - 1}"
+    eager = toy_run(tmp_path / "eager", "train.cuda_graph=false", device=last)
+    graphed = toy_run(tmp_path / "graphed", "train.cuda_graph=true", device=last)
+    assert_same_weights(eager, graphed)
