@@ -86,6 +86,8 @@ def train(
     resume: Annotated[str | None, typer.Option(help="'auto' (newest checkpoint in the run folder) or a "
                                                     "checkpoint path")] = None,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes")] = 0,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard events to "
+                                              "RUN/tensorboard/ (pip install \"falcli\\[tensorboard]\")")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit")] = False,
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
@@ -114,7 +116,7 @@ def train(
         return
     from falcli import train as training
 
-    options = training.RunOptions(out=out, device=device, resume=resume, workers=workers)
+    options = training.RunOptions(out=out, device=device, resume=resume, workers=workers, tensorboard=tensorboard)
     if quiet:
         training.run(resolved, options)
         return
@@ -379,12 +381,14 @@ def evaluate(
 @app.command()
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fal train`")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file \\[default: RUN_DIR/report.html, "
-                                                                 "or report-2.html … when taken]")] = None,
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `fal train`, or folders of runs "
+                                                    "(e.g. an ablation's); several are compared on one page")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file \\[default: RUN/report.html for "
+                                                                 "one run, else compare.html in the runs' common "
+                                                                 "folder; -2, -3 … when taken]")] = None,
 ) -> None:
-    """One self-contained HTML page of a run: loss curves, metrics per step, samples with D's maps, recipe."""
+    """One self-contained HTML page: loss curves, metrics per step, samples with D's maps, recipe(s)."""
     from falcli.console import console
     from falcli.report import write_report
 
-    console.print(f"[green]done[/] → {write_report(run_dir, out)}", soft_wrap=True)
+    console.print(f"[green]done[/] → {write_report(runs, out)}", soft_wrap=True)

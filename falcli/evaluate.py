@@ -90,6 +90,11 @@ def run(metric: str, options: EvaluateOptions, progress: ProgressFn | None = Non
     options = _check_options(metric, options)
     evaluation = METRICS[metric](metric, options, progress or (lambda *_: None))
     evaluation.written = write_json(evaluation, options.json_path)
+    if evaluation.run_dir is not None and evaluation.checkpoint:  # the run's TensorBoard events, if it keeps any
+        from falcli import tracking
+
+        tracking.log_evaluation(evaluation.run_dir, evaluation.checkpoint.get("iteration") or 0, metric,
+                                evaluation.rows)
     return evaluation
 
 
