@@ -31,7 +31,7 @@ figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of `run_dir` to `out` (refused if it exists) or RUN_DIR/report.html (report-2.html …
     when taken); return the path written."""
-    from falcli.evaluate import write_new_file
+    from falcli.commands.evaluate.checkpoints import write_new_file
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -145,7 +145,7 @@ def read_evaluations(run_dir: Path, notes: list[str]) -> list[tuple[Path, dict[s
 
 
 def _summary(run_dir: Path, recipe: dict, records: list[dict]) -> str:
-    from falcli import checkpoint
+    from falcli.core import checkpoint
 
     trained = records[-1]["iteration"] if records else 0
     planned = (recipe.get("train") or {}).get("iterations")
@@ -202,7 +202,7 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
 
 
 def _evaluation_html(path: Path, evaluation: dict[str, Any]) -> str:
-    from falcli.evaluate import metric_table
+    from falcli.commands.evaluate.checkpoints import metric_table
 
     ck = evaluation.get("checkpoint")
     if ck:
