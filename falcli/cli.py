@@ -92,7 +92,7 @@ def train(
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
     from falcli.console import console, print_recipe, progress_bar
-    from falcli.runtime import pick_device
+    from falcli.core.runtime import pick_device
 
     resolved = _resolve(recipe, set_, seed)
     pick_device(device)  # a wrong --device fails before anything is printed or written
@@ -114,7 +114,7 @@ def train(
             path = run_judge(resolved, out, device, resume=resume, on_progress=update)
         console.print(f"[green]done[/] → {path}")
         return
-    from falcli import train as training
+    from falcli.commands import train as training
 
     options = training.RunOptions(out=out, device=device, resume=resume, workers=workers, tensorboard=tensorboard)
     if quiet:
@@ -137,7 +137,7 @@ def toy(
     quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
 ) -> None:
     """Reproduce the paper's 2D experiment: plain GAN vs FAL, same seed and budget; figure and per-step table."""
-    from falcli import toy as toy_experiment
+    from falcli.commands import toy_experiment
     from falcli.console import console
 
     resolved = _resolve(recipe, set_, None)
@@ -165,7 +165,7 @@ def ablate(
     import shlex
     import sys
 
-    from falcli import ablation
+    from falcli.commands import ablate as ablation
     from falcli.console import console, progress_bar
 
     resolved = _resolve(recipe, set_, None)
@@ -203,7 +203,7 @@ def edit_heatmaps(
 ) -> None:
     """EqGAN-SA spatial editing: the same samples with their heatmaps moved to each --centre."""
     from falcli.console import console
-    from falcli.methods.editing import edit_picture
+    from falcli.commands.edit_heatmaps import edit_picture
 
     path = edit_picture(ckpt, centre, out, count, seed, steps, width, device)
     console.print(f"[green]done[/] → {path} ({len(centre)} rows: heatmap, then {count} samples)")
@@ -225,7 +225,7 @@ def prepare(
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
     from falcli.console import console, progress_bar
-    from falcli.prepare import prepare as run_prepare
+    from falcli.commands.prepare import prepare as run_prepare
 
     if raw_argument is not None and raw is not None and raw_argument != raw:
         raise FalError(f"two raw downloads given ({raw_argument} and --raw {raw}); pass one")
@@ -286,7 +286,7 @@ def sample(
     """Write samples as files (PNG, .binvox or voxels.npy, points.npy) with their latents or inputs, for
     `fal refine`."""
     from falcli.console import console
-    from falcli.sample import BATCH_SIZE, SampleOptions, sample as run_sample
+    from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample
 
     options = SampleOptions(ckpt, out, count, steps, seed, device,
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
@@ -314,7 +314,7 @@ def refine(
 ) -> None:
     """Test-time feedback on existing samples: every step's output, D's heat maps, a grid and refine.json."""
     from falcli.console import console
-    from falcli.refine import RefineOptions, refine as run_refine
+    from falcli.commands.refine import RefineOptions, refine as run_refine
 
     options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed)
     with _stage_progress() as progress:
@@ -366,7 +366,7 @@ def evaluate(
 ) -> None:
     """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
     from falcli.console import console
-    from falcli.evaluate import EvaluateOptions, print_evaluation, run
+    from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run
 
     options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
                               allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
@@ -389,6 +389,6 @@ def report(
 ) -> None:
     """One self-contained HTML page: loss curves, metrics per step, samples with D's maps, recipe(s)."""
     from falcli.console import console
-    from falcli.report import write_report
+    from falcli.commands.report import write_report
 
     console.print(f"[green]done[/] → {write_report(runs, out)}", soft_wrap=True)

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from falcli import train
+from falcli.commands import train
 from falcli.cli import app
 from falcli.config import load_recipe
 from falcli.errors import FalError
-from falcli.evaluate import EvaluateOptions, run as evaluate
-from falcli.report import write_report
-from falcli.report_compare import recipe_differences, seed_groups, seed_summary
+from falcli.commands.evaluate.checkpoints import EvaluateOptions, run as evaluate
+from falcli.commands.report import write_report
+from falcli.commands.report_compare import recipe_differences, seed_groups, seed_summary
 
 from conftest import TINY_TOY
 

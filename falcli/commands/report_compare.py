@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from falcli.errors import FalError
-from falcli.report import STYLE, _e, _img, read_evaluations, read_training_log
+from falcli.commands.report import STYLE, _e, _img, read_evaluations, read_training_log
 
 COMPARE_STYLE = """
 .samples { display: flex; flex-wrap: wrap; gap: 1em; } .samples figure { flex: 1 1 300px; margin: 0; }

@@ -32,8 +32,8 @@ def write_report(runs: Path | list[Path], out: Path | None = None) -> Path:
     """Write the page of one run (RUN/report.html) or the comparison of several (compare.html in their common
     folder, or in the folder of runs given); `out` replaces the default and is never overwritten. Returns the
     path written."""
-    from falcli import report_compare
-    from falcli.evaluate import write_new_file
+    from falcli.commands import report_compare
+    from falcli.commands.evaluate.checkpoints import write_new_file
 
     given = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     if not given:
@@ -157,7 +157,7 @@ def read_evaluations(run_dir: Path, notes: list[str]) -> list[tuple[Path, dict[s
 
 
 def _summary(run_dir: Path, recipe: dict, records: list[dict]) -> str:
-    from falcli import checkpoint
+    from falcli.core import checkpoint
 
     trained = records[-1]["iteration"] if records else 0
     planned = (recipe.get("train") or {}).get("iterations")
@@ -214,7 +214,7 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
 
 
 def _evaluation_html(path: Path, evaluation: dict[str, Any]) -> str:
-    from falcli.evaluate import metric_table
+    from falcli.commands.evaluate.checkpoints import metric_table
 
     ck = evaluation.get("checkpoint")
     if ck:

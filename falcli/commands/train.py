@@ -18,13 +18,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from falcli import checkpoint, graphs, methods, tracking
+from falcli.core import checkpoint, cuda_graphs, tracking
+from falcli import methods
 from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
-from falcli.feedback import unroll
-from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
-from falcli.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
+from falcli.core.feedback import unroll
+from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
+from falcli.core.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
 from falcli.tasks import TASKS
 
 ProgressFn = Callable[[int, int, "dict[str, float] | None"], None]  # (iterations done, total, logged stats)
@@ -52,7 +53,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         tracking.check_available()  # before anything is written
     processes, device = start_processes(options.device)  # one process, or one of a torchrun job
     if cfg.cuda_graph:
-        graphs.check_supported(device, processes.world)
+        cuda_graphs.check_supported(device, processes.world)
     bf16 = use_bf16(cfg.precision, device)
     # The inputs first, so that missing data or a batch too large leaves no run folder behind.
     dataset = task.make_dataset(recipe, "train")
@@ -96,13 +97,13 @@ def _train(task, recipe: Recipe, options: RunOptions, processes, device, bf16, d
         D.load_state_dict(resumed["D"])
         for optimizer, state in ((opt_G, resumed["opt_G"]), (opt_D, resumed["opt_D"])):
             optimizer.load_state_dict(state)
-            graphs.settle_optimizer(optimizer, cfg.cuda_graph, device)  # either setting resumes either
+            cuda_graphs.settle_optimizer(optimizer, cfg.cuda_graph, device)  # either setting resumes either
         if G_ema is not None:
             G_ema.load_state_dict(resumed["G_ema"])
         checkpoint.set_rng_state(resumed["rng"])  # after the DataLoader drew its worker seed, as a fresh run
     step = TrainStep(task, recipe, G, D, G_train, D_train, opt_G, opt_D, bf16, device)
     if cfg.cuda_graph:
-        step = graphs.GraphedStep(step)
+        step = cuda_graphs.GraphedStep(step)
 
     sums: dict[str, torch.Tensor] = {}
     window, window_start = 0, time.perf_counter()
@@ -156,8 +157,8 @@ def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig,
     opt_G = torch.optim.Adam(G.parameters(), cfg.lr_generator, betas=cfg.betas, fused=fused)
     opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
     if cfg.cuda_graph:  # updates inside a graph: the rate becomes a device tensor the decay changes in place
-        graphs.settle_optimizer(opt_G, True, device)
-        graphs.settle_optimizer(opt_D, True, device)
+        cuda_graphs.settle_optimizer(opt_G, True, device)
+        cuda_graphs.settle_optimizer(opt_D, True, device)
     return opt_G, opt_D
 
 
@@ -178,7 +179,7 @@ class TrainStep:
     opt_D: torch.optim.Optimizer
     bf16: bool
     device: torch.device
-    autocast_cache: bool = True         # off when the step is captured in a CUDA graph (falcli/graphs.py)
+    autocast_cache: bool = True         # off when the step is captured in a CUDA graph (falcli/core/cuda_graphs.py)
 
     def __call__(self, batch, iteration: int) -> dict[str, torch.Tensor]:
         task, recipe, fb, device, bf16 = self.task, self.recipe, self.recipe.feedback, self.device, self.bf16
@@ -256,9 +257,9 @@ def learning_rate_factor(cfg: TrainConfig, iteration: int) -> float:
 def _set_learning_rates(opt_G, opt_D, cfg: TrainConfig, iteration: int) -> None:
     factor = learning_rate_factor(cfg, iteration)
     for group in opt_G.param_groups:
-        graphs.set_learning_rate(group, cfg.lr_generator * factor)
+        cuda_graphs.set_learning_rate(group, cfg.lr_generator * factor)
     for group in opt_D.param_groups:
-        graphs.set_learning_rate(group, cfg.lr_discriminator * factor)
+        cuda_graphs.set_learning_rate(group, cfg.lr_discriminator * factor)
 
 
 # --- bookkeeping ---
