@@ -31,9 +31,9 @@ from pytorch_fid import inception as pfi
 from falcli.console import print_error
 from falcli.data.shapes import make_shapes
 from falcli.errors import FalError
-from falcli.evaluate_fid import fid_command
+from falcli.commands.evaluate.fid import fid_command
 from falcli.metrics import fid
-from falcli.runtime import pick_device
+from falcli.core.runtime import pick_device
 
 
 def write_folder(folder: Path, count: int, size: int, seed: int) -> Path:

@@ -12,13 +12,13 @@ the step alone is timed:
   with cudnn.benchmark on, as the reference's BaseModel sets it (for its default fixed-size crops).
   Its networks are fal's U-Net and PatchGAN without feedback (layer for layer the reference's), with batch
   norm keeping running averages as the reference's does.
-- fal T=t: `falcli.train.TrainStep`, the very call `fal train` makes every iteration, on the networks and
+- fal T=t: `falcli.commands.train.TrainStep`, the very call `fal train` makes every iteration, on the networks and
   optimizers `fal train` builds (on CUDA: bf16 autocast unless --precision fp32, channels_last, fused Adam),
   with feedback.steps = t, and cudnn.benchmark as `fal train` leaves it (torch's default, off). fal's step
   updates G then D; the reference updates D then G (its G step through the just-updated D): the same FLOPs
   in another order. Logging, sample pictures and checkpoints are not part of the step.
 - fal T=t graph (--cuda-graph): the same step wrapped as `fal train` wraps it with train.cuda_graph: true
-  (falcli/graphs.py): 3 eager runs, then capture, then replays. The default warm-up (10) covers the capture.
+  (falcli/core/cuda_graphs.py): 3 eager runs, then capture, then replays. The default warm-up (10) covers the capture.
 
 Columns: img/s (pairs trained per second), × baseline (against the baseline at the same batch size), peak
 memory (CUDA's max_memory_allocated over building and timing; "n/a" on the CPU), GFLOP per image and the
@@ -53,13 +53,14 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from falcli import graphs, train
+from falcli.commands import train
+from falcli.core import cuda_graphs as graphs
 from falcli.config import load_recipe
 from falcli.console import console, print_error
 from falcli.data.loader import batch_stream
 from falcli.errors import FalError
 from falcli.formats.store import write_dataset
-from falcli.runtime import pick_device, to_device, use_bf16
+from falcli.core.runtime import pick_device, to_device, use_bf16
 from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator

@@ -13,12 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from falcli import checkpoint, graphs, runtime, train
+from falcli.core import checkpoint, cuda_graphs as graphs, runtime
+from falcli.commands import train
 from falcli.cli import app
 from falcli.config import load_recipe
 from falcli.errors import FalError
 from falcli.data.loader import batch_stream
-from falcli.losses import gradient_penalty, r1_penalty
+from falcli.core.losses import gradient_penalty, r1_penalty
 from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 

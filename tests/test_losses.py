@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from falcli import runtime
-from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
+from falcli.core import runtime
+from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 
 
 def test_vanilla_closed_form():

@@ -3,7 +3,7 @@
 At the paper's batch size a GAN step is hundreds of small kernels, and launching them from Python costs more
 than running them; a CUDA graph replays the recorded kernels with one launch. On an H100 that alone made the
 reference pix2pix step 2–3.4× faster (ecosystem.md §8). The maths are the step's own: the graph records
-`falcli.train.TrainStep.__call__`, the call that eager training makes.
+`falcli.commands.train.TrainStep.__call__`, the call that eager training makes.
 
 What capture needs, and how it gets it:
 - fixed shapes and addresses: each batch is copied into one static batch that the graph reads, and the
@@ -14,7 +14,7 @@ What capture needs, and how it gets it:
 - warm-up: every variant of the step (lazy R1 makes two: with and without the penalty) runs eagerly a few
   times on a side stream before its capture, so that lazy initialisation (cuBLAS workspaces, Adam's state)
   never happens while capturing; the capture runs on that same stream, on the run's device (the process's
-  current one, falcli/runtime.py), and the step returns detached losses, so no autograd node of the warm-up
+  current one, falcli/core/runtime.py), and the step returns detached losses, so no autograd node of the warm-up
   outlives it;
 - autocast without its cast cache, as PyTorch's CUDA-graph notes require.
 
