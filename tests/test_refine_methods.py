@@ -16,13 +16,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from falcli import train
 from falcli.cli import app
+from falcli.commands import train
 from falcli.config import load_recipe
 from falcli.errors import FalError
 from falcli.methods import refinement
-from falcli.refine import RefineOptions, claim_numbered, refine
-from falcli.sample import SampleOptions, sample
+from falcli.commands.refine import RefineOptions, claim_numbered, refine
+from falcli.commands.sample import SampleOptions, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["train.log_every=1", "train.sample_every=0", "train.checkpoint_every=100"]
