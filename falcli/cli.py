@@ -220,6 +220,8 @@ def prepare(
     classes: Annotated[str | None, typer.Option(help="Comma-separated classes (shapenet, primitives)")] = None,
     splits: Annotated[Path | None, typer.Option(help="splits.mat for NYU [default: next to the .mat]")] = None,
     count: Annotated[int | None, typer.Option(help="Training items of a built-in dataset [default: 2000]")] = None,
+    follow_links: Annotated[bool, typer.Option("--follow-links", help="Follow symbolic links in a raw folder "
+                                               "(to regular files and folders, never in a loop)")] = False,
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
     from falcli.console import console, progress_bar
@@ -239,8 +241,8 @@ def prepare(
             bars["update"](done, max(total, 1), None, description=description)
 
         path = run_prepare(dataset, raw, out, size=size, classes=class_list, splits_file=splits,
-                           progress=progress, count=count, warn=lambda message: console.print(
-                               f"[yellow]warning:[/] {message}", soft_wrap=True))
+                           progress=progress, count=count, follow_links=follow_links,
+                           warn=lambda message: console.print(f"[yellow]warning:[/] {message}", soft_wrap=True))
     console.print(f"[green]done[/] → {path}")
 
 

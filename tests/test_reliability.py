@@ -1,0 +1,283 @@
+"""Reliability (docs/reliability.md): nothing hangs, nothing leaks, nothing is half-written.
+
+Four families, each CI-sized: hostile raw folders and archives prepared under a memory limit and a timeout;
+bad command lines, each one line of stderr, exit code 2 and untouched files; a seeded recipe fuzzer; and a
+kill -9 / resume loop that must end bit-identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+MEMORY_LIMIT = 1536 * 2**20   # address space of the subprocess that prepares hostile inputs (bombs are 2 GiB)
+CASE_TIMEOUT_S = 20           # per hostile input: a hang fails the case instead of the whole suite
+
+
+# --- builders of hostile inputs ---
+
+def _png(path: Path, size: int = 24) -> None:
+    Image.new("RGB", (size, size), (200, 30, 30)).save(path)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (and whose pixel data is missing): cheap to write."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _zeros_deflate(size: int) -> tuple[bytes, int]:
+    """A raw deflate stream of `size` zero bytes (size a multiple of 1 MiB), built from one repeated block, and
+    its CRC: a 2 GiB member in 2 MB, written in a fraction of a second."""
+    block = bytes(2**20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    compressor.compress(block)
+    compressor.flush(zlib.Z_FULL_FLUSH)
+    piece = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)  # the same bytes every time now
+    crc = 0
+    for _ in range(size // 2**20):
+        crc = zlib.crc32(block, crc)
+    return piece * (size // 2**20) + compressor.flush(), crc
+
+
+def _zip_raw(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> None:
+    """A zip written by hand: (name, deflated data, declared size, crc, mode bits) per member, so that the
+    declared sizes can lie."""
+    local, central = b"", b""
+    for name, data, declared, crc, mode in members:
+        encoded = name.encode()
+        header = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), declared, len(encoded), 0)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0x0314, 20, 0, 8, 0, 0, crc, len(data), declared,
+                               len(encoded), 0, 0, 0, 0, mode << 16, len(local)) + encoded
+        local += header + encoded + data
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0)
+    path.write_bytes(local + central + end)
+
+
+def _tar_with(path: Path, kind: bytes, name: str = "x.png", mode: str = "w", size: int = 0,
+              content: bytes = b"", linkname: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, linkname
+    with tarfile.open(path, mode) as tar:
+        tar.addfile(info, __import__("io").BytesIO(content) if size else None)
+
+
+def _gzip_tar_bomb(path: Path, size: int) -> None:
+    """A .tar.gz whose one member holds `size` zero bytes (the tar header is honest, the download small)."""
+    header = tarfile.TarInfo("big.png")
+    header.size = size
+    raw = header.tobuf(format=tarfile.GNU_FORMAT)
+    block = bytes(2**20)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    out = [compressor.compress(raw)]
+    for _ in range(size // 2**20):
+        out.append(compressor.compress(block))
+    out.append(compressor.compress(bytes(1024)) + compressor.flush())
+    path.write_bytes(b"".join(out))
+
+
+def hostile_cases(base: Path) -> list[dict]:
+    """(dataset, raw, expectation) of every hostile input; `expect` is "error" or the images that survive."""
+    cases: list[dict] = []
+
+    def folder(name: str) -> Path:
+        path = base / name
+        path.mkdir()
+        _png(path / "good.png")
+        return path
+
+    def add(label: str, raw: Path, expect, dataset: str = "images", follow: bool = False) -> None:
+        cases.append({"label": label, "dataset": dataset, "raw": str(raw), "expect": expect, "follow": follow,
+                      "out": str(base / "out" / f"{len(cases):03d}")})
+
+    outside = base / "outside"
+    outside.mkdir()
+    _png(outside / "secret.png")
+    # Raw folders: the good image is kept, the hostile entry skipped (or the whole input refused).
+    raw = folder("fifo"); os.mkfifo(raw / "f.png"); add("FIFO in a folder", raw, 1)
+    raw = folder("fifo-follow"); os.mkfifo(raw / "f.png"); add("FIFO, links followed", raw, 1, follow=True)
+    raw = folder("loop"); (raw / "l1").symlink_to("."); add("symlink loop", raw, 1)
+    raw = folder("loop-follow"); (raw / "l1").symlink_to("."); add("symlink loop, followed", raw, 1, follow=True)
+    raw = folder("loop2"); (raw / "a").mkdir(); (raw / "a" / "up").symlink_to("..")
+    add("loop through a subfolder, followed", raw, 1, follow=True)
+    raw = folder("zero"); (raw / "z.png").symlink_to("/dev/zero"); add("link to /dev/zero", raw, 1)
+    raw = folder("zero-follow"); (raw / "z.png").symlink_to("/dev/zero")
+    add("link to /dev/zero, followed", raw, 1, follow=True)
+    raw = folder("null-follow"); (raw / "n.png").symlink_to("/dev/null")
+    add("link to /dev/null, followed", raw, 1, follow=True)
+    raw = folder("etc"); (raw / "etc").symlink_to("/etc"); add("link to /etc", raw, 1)
+    raw = folder("escape"); (raw / "s.png").symlink_to(outside / "secret.png"); add("link to a file outside", raw, 1)
+    raw = folder("escape-follow"); (raw / "s.png").symlink_to(outside / "secret.png")
+    add("link to a file outside, followed", raw, 2, follow=True)
+    raw = folder("dangling"); (raw / "d.png").symlink_to(base / "nowhere.png"); add("dangling link", raw, 1)
+    raw = folder("dangling-follow"); (raw / "d.png").symlink_to(base / "nowhere.png")
+    add("dangling link, followed", raw, 1, follow=True)
+    raw = folder("socket")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(raw / "s.png"))
+    finally:
+        sock.close()
+    add("socket in a folder", raw, 1)
+    raw = folder("newline"); _png(raw / "new\nline.png"); add("line break in a file name", raw, 1)
+    raw = folder("sparse")
+    with open(raw / "huge.png", "wb") as handle:
+        handle.truncate(3 * 2**30)  # sparse: 3 GiB that occupy no disk
+    add("3 GiB sparse file", raw, "error")
+    raw = folder("pixels"); (raw / "big.png").write_bytes(_png_header(12000, 12000)); add("12000² PNG", raw, "error")
+    raw = folder("pixels2"); (raw / "big.png").write_bytes(_png_header(100000, 100000))
+    add("100000² PNG", raw, "error")
+    raw = folder("random"); (raw / "noise.png").write_bytes(np.random.default_rng(0).bytes(4096))
+    add("random bytes as a PNG", raw, "error")
+    raw = folder("empty"); (raw / "empty.png").write_bytes(b""); add("empty PNG", raw, "error")
+    raw = folder("truncated"); (raw / "cut.png").write_bytes((raw / "good.png").read_bytes()[:60])
+    add("truncated PNG", raw, "error")
+    fifo = base / "raw.fifo"; os.mkfifo(fifo); add("--raw is a FIFO", fifo, "error")
+    fifo_zip = base / "raw.zip"; os.mkfifo(fifo_zip); add("--raw is a FIFO named .zip", fifo_zip, "error")
+    add("--raw is /dev/zero", Path("/dev/zero"), "error")
+    # Archives: bombs by declared size, by a lying declared size, and by their sum; unsafe members.
+    data, crc = _zeros_deflate(2 * 2**30)
+    _zip_raw(base / "bomb.zip", [("big.png", data, 2 * 2**30, crc, 0o100644)]); add("2 GiB zip bomb", base / "bomb.zip", "error")
+    _zip_raw(base / "liar.zip", [("big.png", data, 1000, crc, 0o100644)])
+    add("zip bomb declaring 1000 bytes", base / "liar.zip", "error")
+    small = zlib.compressobj(9, zlib.DEFLATED, -15)
+    tiny = small.compress(b"x") + small.flush()
+    _zip_raw(base / "sum.zip", [(f"{i:03d}.png", tiny, 500 * 2**20, 0, 0o100644) for i in range(140)])
+    add("zip declaring 68 GiB in all", base / "sum.zip", "error")
+    _zip_raw(base / "celeba-bomb.zip", [("img_align_celeba/000001.jpg", data, 2 * 2**30, crc, 0o100644)])
+    add("CelebA zip bomb", base / "celeba-bomb.zip", "error", dataset="celeba")
+    _zip_raw(base / "link.zip", [("l.png", tiny, 1, zlib.crc32(b"x"), 0o120777)]); add("zip symlink member", base / "link.zip", "error")
+    for label, name in (("zip '..' member", "../evil.png"), ("zip absolute member", "/etc/evil.png")):
+        path = base / f"{len(cases)}.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(name, b"x")
+        add(label, path, "error")
+    path = base / "newline.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ok.png", (outside / "secret.png").read_bytes())
+        archive.writestr("bad\nname.png", (outside / "secret.png").read_bytes())
+    add("zip member with a line break", path, 1)
+    path = base / "pixels.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("big.png", _png_header(12000, 12000))
+    add("12000² PNG in a zip", path, "error")
+    (base / "cut.zip").write_bytes(path.read_bytes()[:40]); add("truncated zip", base / "cut.zip", "error")
+    for label, kind, link in (("tar FIFO member", tarfile.FIFOTYPE, ""), ("tar device member", tarfile.CHRTYPE, ""),
+                              ("tar symlink member", tarfile.SYMTYPE, "/etc/passwd"),
+                              ("tar hard link member", tarfile.LNKTYPE, "/etc/passwd")):
+        path = base / f"{len(cases)}.tar"
+        _tar_with(path, kind, linkname=link)
+        add(label, path, "error")
+    path = base / "slip.tar"; _tar_with(path, tarfile.REGTYPE, name="../slip.png", size=1, content=b"x")
+    add("tar '..' member", path, "error")
+    _gzip_tar_bomb(base / "bomb.tar.gz", 600 * 2**20); add("600 MiB tar.gz bomb", base / "bomb.tar.gz", "error")
+    (base / "cut.tar.gz").write_bytes((base / "bomb.tar.gz").read_bytes()[:300])
+    add("truncated tar.gz", base / "cut.tar.gz", "error")
+    # Voxels: a binvox header claiming a 100000^3 grid, and a FIFO where a model should be.
+    for label, name in (("binvox claiming 100000³", "vox-huge"), ("FIFO as a binvox model", "vox-fifo")):
+        for model in ("m1", "m2"):  # a class needs two models (one goes to val)
+            (base / name / "02691156" / model).mkdir(parents=True)
+        path = base / name / "02691156" / "m1" / "model.binvox"
+        if "FIFO" in label:
+            os.mkfifo(path)
+        else:
+            path.write_bytes(b"#binvox 1\ndim 100000 100000 100000\ndata\n" + b"\x01\xff" * 8)
+        (base / name / "02691156" / "m2" / "model.binvox").write_bytes(
+            __import__("falcli.formats.binvox", fromlist=["encode_binvox"]).encode_binvox(np.ones((32,) * 3)))
+        add(label, base / name, "error", dataset="shapenet")
+    return cases
+
+
+# The subprocess: every case in one interpreter (start-up is seconds here), under an address-space limit,
+# each case under an alarm.
+_RUNNER = textwrap.dedent("""
+    import json, resource, signal, sys
+    limit = int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from pathlib import Path
+    from falcli.errors import FalError
+    from falcli.formats.store import load_names
+    from falcli.prepare import prepare
+
+    def alarm(signum, frame):
+        raise TimeoutError("hang")
+
+    signal.signal(signal.SIGALRM, alarm)
+    results = []
+    for case in json.loads(Path(sys.argv[1]).read_text()):
+        warnings = []
+        signal.alarm(int(sys.argv[3]))
+        try:
+            out = prepare(case["dataset"], Path(case["raw"]), Path(case["out"]), size=16, warn=warnings.append,
+                          follow_links=case["follow"])
+            result = {"outcome": len(load_names(out, "train"))}
+        except FalError as error:
+            result = {"outcome": "error", "message": str(error)}
+        except BaseException as error:
+            result = {"outcome": "crash", "message": f"{type(error).__name__}: {error}"}
+        signal.alarm(0)
+        results.append({**case, **result, "warnings": warnings,
+                        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    print(json.dumps(results))
+""")
+
+
+def test_hostile_raw_inputs_are_refused_or_skipped_in_bounded_memory(tmp_path: Path) -> None:
+    cases = hostile_cases(tmp_path)
+    assert len(cases) >= 33
+    listing = tmp_path / "cases.json"
+    listing.write_text(json.dumps(cases))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _RUNNER, str(listing), str(MEMORY_LIMIT), str(CASE_TIMEOUT_S)],
+                          capture_output=True, text=True, env=env, timeout=CASE_TIMEOUT_S * len(cases))
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    wrong = [(r["label"], r["expect"], r["outcome"], r.get("message")) for r in results
+             if r["outcome"] != r["expect"]]
+    assert not wrong
+    for r in results:
+        assert "\n" not in r.get("message", ""), r  # one line each
+        assert len(r["warnings"]) <= 1, r           # at most one line about what was skipped
+        assert r["expect"] == "error" or not Path(r["raw"]).is_dir() or r["outcome"] == 2 or r["warnings"], r
+        if r["outcome"] == "error":
+            assert not Path(r["out"]).exists(), r  # nothing half-written
+    assert max(r["peak_mb"] for r in results) < MEMORY_LIMIT / 2**20
+
+
+def test_a_read_is_capped_while_streaming_whatever_the_declared_size(monkeypatch) -> None:
+    from falcli.errors import FalError
+    from falcli.formats import archive
+
+    monkeypatch.setattr(archive, "MAX_MEMBER_BYTES", 10_000)
+    import io
+
+    assert archive.read_capped(io.BytesIO(b"x" * 10_000), "ok", declared=10) == b"x" * 10_000
+    with pytest.raises(FalError, match="over the 0 MiB cap"):
+        archive.read_capped(io.BytesIO(b"x" * 10_001), "liar", declared=10)  # the declared size lied
+    with pytest.raises(FalError, match="cap of one file"):
+        archive.read_capped(io.BytesIO(b""), "declared", declared=10_001)   # refused before reading
+
+
+def test_prepare_refuses_an_absurd_size(tmp_path: Path) -> None:
+    from falcli.errors import FalError
+    from falcli.prepare import prepare
+
+    with pytest.raises(FalError, match="--size 1000000: over the largest images size"):
+        prepare("images", tmp_path, tmp_path / "out", size=1_000_000)
+    assert not (tmp_path / "out").exists()
