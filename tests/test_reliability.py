@@ -281,3 +281,131 @@ def test_prepare_refuses_an_absurd_size(tmp_path: Path) -> None:
     with pytest.raises(FalError, match="--size 1000000: over the largest images size"):
         prepare("images", tmp_path, tmp_path / "out", size=1_000_000)
     assert not (tmp_path / "out").exists()
+
+
+# --- recipes: validated before anything is built ---
+
+@pytest.mark.parametrize("override, message", [
+    ("model.depth=18446744073709551617", "model.depth: 18446744073709551617 is beyond the 64-bit range"),
+    ("model.hidden=200000", "model.hidden: 200000 is above 65536"),
+    ("model.hidden=60000", "model.hidden=60000 makes G and D"),      # the parameter estimate names the key
+    ("model.depth=1000", "model.depth 1000 is above 64"),
+    ("train.lr_generator=.nan", "train.lr_generator: nan is not a finite number"),
+    ("train.lr_discriminator=.inf", "train.lr_discriminator: inf is not a finite number"),
+    ("train.lr_generator=1e400", "is not a finite number"),
+    ("train.betas=[2, 3]", "train.betas must both be in [0, 1)"),
+    ("train.betas=[0.5, 1.0]", "train.betas must both be in [0, 1)"),
+    ("loss.r1_weight=.nan", "loss.r1_weight: nan is not a finite number"),
+    ("seed=1180591620717411303424", "seed: 1180591620717411303424 is beyond the 64-bit range"),
+    ("seed=-1", "seed -1 is outside 0"),
+    ("task=[toy]", "task must be one name, got ['toy']"),
+    ("task={a: 1}", "task must be one name"),
+    ("train.iterations=" + "9" * 400, "an integer of 400 digits is beyond the 64-bit range"),
+])
+def test_recipe_values_are_refused_naming_the_key(override: str, message: str) -> None:
+    from falcli.config import load_recipe
+    from falcli.errors import FalError
+
+    with pytest.raises(FalError) as error:
+        load_recipe(ROOT / "recipes" / "toy.yaml", [override])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_non_string_key_and_a_binary_recipe_are_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from falcli.config import load_recipe
+    from falcli.errors import FalError
+
+    (tmp_path / "keys.yaml").write_text("task: toy\n1: 2\n")
+    with pytest.raises(FalError, match="key 1 is not a name"):
+        load_recipe(tmp_path / "keys.yaml")
+    torch.save({"G": torch.zeros(3)}, tmp_path / "model.pt")
+    with pytest.raises(FalError, match="not a text file"):
+        load_recipe(tmp_path / "model.pt")
+
+
+def test_a_checkpoint_whose_recipe_cannot_fit_is_refused_before_allocating(tmp_path: Path, toy_recipe) -> None:
+    import torch
+
+    from falcli import checkpoint
+    from falcli.config import recipe_to_dict
+    from falcli.errors import FalError
+
+    stored = recipe_to_dict(toy_recipe())
+    stored["model"]["hidden"] = 60000  # 14 G parameters: refused by the estimate, before make_networks
+    path = tmp_path / "run" / "checkpoints" / "iter-0000001.pt"
+    checkpoint.atomic_save({"format": "fal-checkpoint", "version": 1, "task": "toy", "iteration": 1,
+                            "recipe": stored, "G": {}, "D": {}}, path)
+    with pytest.raises(FalError, match="model.hidden=60000 makes G and D"):
+        checkpoint.restore(path, torch.device("cpu"))
+
+
+# The fuzzer: real recipes, mutated at random (seeded), through load and validation in-process. Each must
+# end as a Recipe or a one-line FalError; anything else is a traceback a user would see.
+FUZZ_MUTATIONS = 1000
+_STRANGE = [None, True, 0, -1, 2**64, -2**70, 10**100, 1.5, float("nan"), float("inf"), -float("inf"), "",
+            "x" * 300, "nan", "1e999", "ü\n\t", [], [1, "a"], {}, {"a": {"b": 1}}, [[1]], {1: 2}]
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, prefix + (key,))
+
+
+def _mutate(raw: dict, rng) -> dict:
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for _ in range(int(rng.integers(1, 4))):
+        paths = [p for p in _paths(raw) if p]
+        path = paths[int(rng.integers(len(paths)))]
+        parent = raw
+        for key in path[:-1]:
+            parent = parent[key]
+        key, value = path[-1], parent[path[-1]]
+        kind = int(rng.integers(8))
+        if kind == 0:      # a strange value of another type
+            parent[key] = copy.deepcopy(_STRANGE[int(rng.integers(len(_STRANGE)))])
+        elif kind == 1:    # a number scaled to the absurd, or its sign flipped
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                parent[key] = [-value, value * 10**int(rng.integers(1, 30)), type(value)(0)][int(rng.integers(3))]
+            else:
+                parent[key] = int(rng.integers(-5, 5))
+        elif kind == 2:    # an unknown key
+            parent[f"{key}_{int(rng.integers(100))}"] = 1
+        elif kind == 3:    # a key dropped
+            del parent[key]
+        elif kind == 4:    # nesting changed: a value wrapped, or a section flattened
+            parent[key] = {"value": value} if rng.random() < 0.5 else [value]
+        elif kind == 5:    # a non-string key
+            parent[[7, None, True, 1.5][int(rng.integers(4))]] = value
+        elif kind == 6:    # a list shortened or lengthened
+            parent[key] = list(value)[:-1] if isinstance(value, list) and value else [value] * 3
+        else:              # a string for a number, or a number for a string
+            parent[key] = str(value) if not isinstance(value, str) else float(len(value))
+    return raw
+
+
+def test_fuzzed_recipes_end_in_a_recipe_or_one_line(tmp_path: Path) -> None:
+    import yaml
+
+    from falcli.config import recipe_from_dict, recipe_to_dict
+    from falcli.errors import FalError
+
+    originals = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "recipes").glob("*.yaml"))]
+    rng = np.random.default_rng(20190615)
+    outcomes = {"recipe": 0, "refused": 0}
+    for index in range(FUZZ_MUTATIONS):
+        raw = _mutate(originals[index % len(originals)], rng)
+        try:
+            recipe = recipe_from_dict(raw, source="fuzz")
+        except FalError as error:
+            assert "\n" not in str(error), (raw, str(error))
+            outcomes["refused"] += 1
+            continue
+        recipe_from_dict(recipe_to_dict(recipe), source="round trip")  # what is accepted is stored and reloaded
+        outcomes["recipe"] += 1
+    assert outcomes["refused"] > FUZZ_MUTATIONS // 2 and outcomes["recipe"] > 0, outcomes
