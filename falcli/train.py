@@ -115,6 +115,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         if on_progress is not None:
             on_progress(done, cfg.iterations, logged)
     finish_processes()
+    checkpoint.unlock_run(run_dir)
     return run_dir
 
 
@@ -268,7 +269,9 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         raise FalError(f"--out {options.out}: a file, not a folder; choose a folder for the run")
     if options.resume is None:
         run_dir = options.out or Path("runs") / recipe.name
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if is_main:
+            checkpoint.lock_run(run_dir)  # before looking: a second writer is refused, naming the live one
+        if checkpoint.run_files(run_dir):
             if not (run_dir / "recipe.yaml").is_file():
                 raise FalError(f"{run_dir} holds other files and no run; choose another --out")
             if not checkpoint.list_checkpoints(run_dir / "checkpoints"):
@@ -284,6 +287,8 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
 
     if options.resume == "auto":
         run_dir = options.out or Path("runs") / recipe.name
+        if is_main and run_dir.is_dir():
+            checkpoint.lock_run(run_dir)
         found = checkpoint.latest_valid(run_dir / "checkpoints")
         if found is None:
             raise FalError(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'} (a run that stopped before "
@@ -294,6 +299,8 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         path = checkpoint.resolve(Path(options.resume))  # a checkpoint file, or a run folder's newest
         payload = checkpoint.load(path)
         run_dir = options.out or _run_dir_of(path)
+        if is_main:
+            checkpoint.lock_run(run_dir)
     _check_resumable(payload, recipe, path)
     later = [p for p in checkpoint.list_checkpoints(run_dir / "checkpoints")
              if p.name > checkpoint.checkpoint_name(payload["iteration"])]
@@ -301,7 +308,7 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         raise FalError(f"{path} is older than {later[-1]} in {run_dir}; continuing from it there would overwrite "
                        f"the later checkpoints: pass --out NEW_FOLDER to branch off, or --resume auto")
     stored = run_dir / "recipe.yaml"
-    if not stored.exists() and run_dir.exists() and any(run_dir.iterdir()):
+    if not stored.exists() and checkpoint.run_files(run_dir):
         raise FalError(f"{run_dir} holds other files and no run; pass an empty or new --out for the continued run")
     barrier()
     if is_main:
@@ -310,6 +317,9 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
             stored.write_text(recipe_to_yaml(recipe))
         elif stored.read_text() != recipe_to_yaml(recipe):
             (run_dir / f"recipe-resumed-at-{payload['iteration']:07d}.yaml").write_text(recipe_to_yaml(recipe))
+        # what a killed writer left: half-saved checkpoints, and log lines after the checkpoint resumed from
+        checkpoint.discard_temporary(run_dir / "checkpoints")
+        checkpoint.truncate_log(run_dir / "metrics.jsonl", payload["iteration"])
     return run_dir, payload
 
 

@@ -409,3 +409,98 @@ def test_fuzzed_recipes_end_in_a_recipe_or_one_line(tmp_path: Path) -> None:
         recipe_from_dict(recipe_to_dict(recipe), source="round trip")  # what is accepted is stored and reloaded
         outcomes["recipe"] += 1
     assert outcomes["refused"] > FUZZ_MUTATIONS // 2 and outcomes["recipe"] > 0, outcomes
+
+
+# --- kill -9 and resume: bit-identical to an uninterrupted run, nothing left over, no line logged twice ---
+
+KILL_POINTS = int(os.environ.get("FAL_RELIABILITY_KILLS", "3"))  # docs/reliability.md: 20 measured once
+_RUN = ["model.hidden=16", "model.latent_dim=4", "model.depth=2", "data.points=256", "train.batch_size=32",
+        "train.iterations=80", "train.log_every=2", "train.sample_every=0", "train.checkpoint_every=4",
+        "train.keep_checkpoints=2", "evaluate.num_samples=64"]
+
+
+def _train_command(run_dir: Path, resume: bool) -> list[str]:
+    sets = [arg for item in _RUN for arg in ("--set", item)]
+    return [sys.executable, "-m", "falcli", "train", str(ROOT / "recipes" / "toy.yaml"), *sets, "--out",
+            str(run_dir), "--device", "cpu"] + (["--resume", "auto"] if resume else [])
+
+
+def _train_lines(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if '"kind": "train"' in line]
+
+
+def _kill_when(process: subprocess.Popen, ready, rng) -> str:
+    """SIGKILL `process` once `ready()` holds: right away (a save caught mid-way) or after a random wait."""
+    import time
+
+    mid_save = rng.random() < 0.5
+    while process.poll() is None:
+        if ready(mid_save):
+            if not mid_save:
+                time.sleep(float(rng.uniform(0, 0.05)))
+            process.kill()
+            process.wait()
+            return "mid-save" if mid_save else "random"
+        time.sleep(0.0005)
+    return "finished"
+
+
+def test_kill_and_resume_is_bit_identical_with_no_leftovers(tmp_path: Path, toy_recipe) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from falcli import checkpoint, train
+    from falcli.cli import app
+
+    reference = train.run(toy_recipe(*_RUN), train.RunOptions(out=tmp_path / "reference", device="cpu"))
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    rng = np.random.default_rng(7)
+    kills: list[str] = []
+    second_writer = None
+    while len(kills) < KILL_POINTS:
+        started = (run_dir / "checkpoints").is_dir()
+        before = len(checkpoint.list_checkpoints(run_dir / "checkpoints"))
+        process = subprocess.Popen(_train_command(run_dir, resume=started), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+
+        def ready(mid_save: bool) -> bool:
+            folder = run_dir / "checkpoints"
+            if mid_save:
+                return folder.is_dir() and any(".tmp-" in p.name for p in folder.iterdir())
+            return len(checkpoint.list_checkpoints(folder)) > before or (before >= 2 and folder.is_dir() and
+                                                                          rng.random() < 0.002)
+
+        if second_writer is None:  # while the first writer is alive, a second is refused naming it
+            import time
+
+            while process.poll() is None and not (run_dir / "metrics.jsonl").is_file():
+                time.sleep(0.005)
+            if process.poll() is None:
+                second_writer = CliRunner().invoke(app, [a for a in _train_command(run_dir, True)[3:]])
+        outcome = _kill_when(process, ready, rng)
+        if outcome == "finished":
+            break
+        kills.append(outcome)
+    final = subprocess.run(_train_command(run_dir, resume=True), env=env, capture_output=True, text=True)
+    assert final.returncode in (0, 2), final.stderr  # 2: the last kill came after the final checkpoint
+    if final.returncode == 2:
+        assert "already trained for 80 iterations" in final.stderr
+
+    assert second_writer is not None and second_writer.exit_code == 2
+    assert "being written by process" in second_writer.output and "Traceback" not in second_writer.output
+    last = checkpoint.checkpoint_name(80)
+    expected, got = (torch.load(d / "checkpoints" / last, weights_only=True) for d in (reference, run_dir))
+    assert got["iteration"] == 80 and (expected["G_ema"] is None) == (got["G_ema"] is None)
+    for key in ("G", "D"):
+        for name, tensor in expected[key].items():
+            assert torch.equal(tensor, got[key][name]), (key, name)
+    for name, state in expected["opt_G"]["state"].items():
+        assert all(torch.equal(v, got["opt_G"]["state"][name][k]) for k, v in state.items())
+    assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+    lines = _train_lines(run_dir)
+    assert [r["iteration"] for r in lines] == list(range(2, 81, 2))  # each logged once, in order
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]  # noqa: E731
+    assert strip(lines) == strip(_train_lines(reference))
+    assert len(kills) == KILL_POINTS, kills
