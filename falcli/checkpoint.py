@@ -5,6 +5,7 @@ the middle of a save leaves the previous checkpoint intact and the new one absen
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -143,6 +144,7 @@ def restore(path: Path, device: torch.device, expect_task: str | None = None):
 LOCK_NAME = ".lock"
 _TMP = re.compile(r"^\.iter-\d{7,}\.pt\.tmp-\d+$")
 _HELD: dict[Path, int] = {}  # run folder -> descriptor of its lock, held by this process
+_CREATED: set[Path] = set()  # run folders that lock_run made (removed again if the start fails)
 
 
 def lock_run(run_dir: Path) -> None:
@@ -158,6 +160,8 @@ def lock_run(run_dir: Path) -> None:
         unlock_run(run_dir)
     path = Path(run_dir) / LOCK_NAME
     try:
+        if not Path(run_dir).exists():
+            _CREATED.add(key)
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         while True:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -183,6 +187,20 @@ def unlock_run(run_dir: Path) -> None:
     descriptor = _HELD.pop(Path(run_dir).resolve(), None)
     if descriptor is not None:
         os.close(descriptor)
+
+
+def abandon_run(run_dir: Path) -> None:
+    """After a failed start: release the lock, and remove the folder if lock_run made it and it holds nothing
+    else (so that the same command, corrected, starts afresh)."""
+    key = Path(run_dir).resolve()
+    if key not in _HELD:
+        return
+    unlock_run(run_dir)
+    if key in _CREATED and not run_files(run_dir):
+        (Path(run_dir) / LOCK_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(run_dir).rmdir()
+    _CREATED.discard(key)
 
 
 def run_files(run_dir: Path) -> list[Path]:

@@ -56,7 +56,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     check_batch_size(len(dataset), cfg.batch_size, processes.world)
     preview = task.fixed_batch(recipe, device, 64)  # the sample pictures' fixed inputs (the val split)
     notes = methods.prepare(recipe, device)
-    run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
+    try:
+        run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
+    except BaseException:
+        checkpoint.abandon_run(options.out or Path("runs") / recipe.name)
+        raise
     if processes.is_main:  # notes are kept with the run: the recipe alone would not tell
         for note in notes:
             _log(run_dir, {"kind": "note", "iteration": resumed["iteration"] if resumed else 0, "note": note})

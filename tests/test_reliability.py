@@ -504,3 +504,113 @@ def test_kill_and_resume_is_bit_identical_with_no_leftovers(tmp_path: Path, toy_
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]  # noqa: E731
     assert strip(lines) == strip(_train_lines(reference))
     assert len(kills) == KILL_POINTS, kills
+
+
+# --- bad command lines: one line of stderr, exit code 2, nothing touched ---
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A finished tiny run and the odd files the bad inputs point at (the sentinels)."""
+    from falcli import checkpoint, train
+    from falcli.config import load_recipe, recipe_to_dict
+
+    base = tmp_path_factory.mktemp("world")
+    recipe = load_recipe(ROOT / "recipes" / "toy.yaml", ["model.hidden=16", "model.latent_dim=4", "model.depth=2",
+                         "data.points=256", "train.batch_size=32", "train.iterations=4", "train.log_every=2",
+                         "train.sample_every=0", "train.checkpoint_every=4", "evaluate.num_samples=64"])
+    run = train.run(recipe, train.RunOptions(out=base / "run", device="cpu"))
+    (base / "afile").write_text("a file, not a folder\n")
+    (base / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (base / "list.yaml").write_text("- task: toy\n")
+    (base / "syntax.yaml").write_text("task: toy\nmodel: {hidden: [1, 2\n")
+    (base / "keys.yaml").write_text("task: toy\n1: 2\n")
+    (base / "empty").mkdir()
+    (base / "raw").mkdir()
+    _png(base / "raw" / "a.png")
+    os.mkfifo(base / "fifo")
+    stored = recipe_to_dict(recipe)
+    stored["model"]["hidden"] = 60000
+    checkpoint.atomic_save({"format": "fal-checkpoint", "version": 1, "task": "toy", "iteration": 4,
+                            "recipe": stored, "G": {}, "D": {}}, base / "huge" / "checkpoints" / "iter-0000004.pt")
+    (base / "huge" / "recipe.yaml").write_text("task: toy\n")
+    return base, run
+
+
+TOY = str(ROOT / "recipes" / "toy.yaml")
+BAD_INPUTS = [  # {w}: the world folder; {run}: its finished run
+    ["train", "{w}/no.yaml"], ["train", "{w}/binary.yaml"], ["train", "{run}/checkpoints/iter-0000004.pt"],
+    ["train", "{w}/list.yaml"], ["train", "{w}/syntax.yaml"], ["train", "{w}/keys.yaml"], ["train", "{w}/afile"],
+    ["train", TOY, "--set", "train.lr_generator=.nan"], ["train", TOY, "--set", "train.betas=[2, 3]"],
+    ["train", TOY, "--set", "loss.r1_weight=.nan"], ["train", TOY, "--seed", "1180591620717411303424"],
+    ["train", TOY, "--set", "model.depth=18446744073709551617", "--dry-run"], ["train", TOY, "--set", "task=[toy]"],
+    ["train", TOY, "--set", "task={a: 1}"], ["train", TOY, "--set", "train.lr_gen=1"], ["train", TOY, "--set", "x"],
+    ["train", TOY, "--set", "model.hidden=60000", "--dry-run"], ["train", TOY, "--set", "seed=-1"],
+    ["train", TOY, "--set", "train.betas=.nan"], ["train", TOY, "--set", "train.iterations=0"],
+    ["train", TOY, "--set", "train.checkpoint_every=7"], ["train", TOY, "--set", "train.batch_size=1e9"],
+    ["train", TOY, "--set", "model=3"], ["train", TOY, "--set", "feedback.steps=[1]"],
+    ["train", TOY, "--out", "{run}"], ["train", TOY, "--out", "{w}/afile"], ["train", TOY, "--out", "{w}/afile/x"],
+    ["train", TOY, "--resume", "{w}/no.pt", "--out", "{w}/new"], ["train", TOY, "--resume", "auto", "--out", "{w}/empty"],
+    ["train", TOY, "--device", "banana"], ["train", TOY, "--resume", "{w}/binary.yaml", "--out", "{w}/new"],
+    ["train", "{run}/recipe.yaml", "--resume", "auto", "--out", "{run}"],
+    ["toy", "{w}/no.yaml"], ["toy", TOY, "--out", "{w}/afile/x", "--quick"], ["toy", TOY, "--set", "data.std=.inf"],
+    ["sample", "--ckpt", "{w}/no.pt", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{w}/huge", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{w}/binary.yaml", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{run}", "--count", "0", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{run}", "--count", "2", "--out", "{run}"],
+    ["sample", "--ckpt", "{run}", "--count", "2", "--out", "{w}/afile/x"],
+    ["sample", "--ckpt", "{w}/empty", "--count", "2", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--steps", "2", "--input", "{w}/nothing", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{w}/huge", "--steps", "2", "--input", "{w}/raw", "--out", "{w}/new"],
+    ["evaluate", "banana"], ["evaluate", "toy", "--ckpt", "{w}/no.pt"], ["evaluate", "toy", "--ckpt", "{w}/huge"],
+    ["evaluate", "toy", "--ckpt", "{run}", "--json", "{w}/afile/x.json"],
+    ["evaluate", "fid", "{w}/nothing", "{w}/nothing2"], ["evaluate", "toy", "{w}/fifo"],
+    ["report", "{w}/nothing"], ["report", "{w}/empty"], ["report", "{run}", "--out", "{w}/afile/r.html"],
+    ["prepare", "images", "{w}/raw", "--size", "1000000", "--out", "{w}/new"], ["prepare", "banana"],
+    ["prepare", "images", "{w}/nothing", "--out", "{w}/new"], ["prepare", "images", "{w}/fifo", "--out", "{w}/new"],
+    ["prepare", "images", "{w}/raw", "--out", "{w}/afile/x"], ["prepare", "images", "{w}/raw", "--out", "{run}"],
+    ["prepare", "shapes", "--raw", "{w}/raw", "--out", "{w}/new"], ["prepare", "images", "{w}/raw", "--size", "-3"],
+    ["ablate", "{w}/no.yaml"], ["ablate", "{w}/binary.yaml"],
+    ["train", TOY, "--out", "/proc/fal-run"], ["report", "{run}", "--out", "/dev/full"],   # read-only, disk full
+    ["evaluate", "toy", "--ckpt", "{run}", "--json", "/dev/full"], ["toy", TOY, "--out", "/proc/fal", "--quick"],
+    ["edit-heatmaps", "--ckpt", "{run}", "--centre=0,0", "--out", "{w}/new.png"],
+]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    # the lock's content is the PID of whoever last held it: a refused writer may hold it for a moment
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("args", BAD_INPUTS, ids=[" ".join(a)[:60] for a in BAD_INPUTS])
+def test_a_bad_input_is_one_line_exit_2_and_touches_nothing(world, args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from falcli.cli import app
+
+    base, run = world
+    before = _snapshot(base)
+    argv = [a.replace("{w}", str(base)).replace("{run}", str(run)) for a in args]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2 and "Traceback" not in result.output, (argv, result.exception, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr  # one line on stderr
+    assert _snapshot(base) == before                   # sentinels untouched, nothing half-written
+    assert not (base / "new").exists() and not (base / "new.png").exists()
+
+
+def test_random_bytes_after_a_log_are_reported_not_a_traceback(world) -> None:
+    from typer.testing import CliRunner
+
+    from falcli.cli import app
+
+    base, run = world
+    copy = base / "damaged"
+    copy.mkdir()
+    for name in ("recipe.yaml", "metrics.jsonl"):
+        (copy / name).write_bytes((run / name).read_bytes())
+    with open(copy / "metrics.jsonl", "ab") as handle:
+        handle.write(np.random.default_rng(1).bytes(3000) + b"\n[1, 2]\n{\"kind\": \"train\", \"iteration\": [1]}\n")
+    result = CliRunner().invoke(app, ["report", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "unreadable line" in (copy / "report.html").read_text()
