@@ -503,6 +503,7 @@ def test_kill_and_resume_is_bit_identical_with_no_leftovers(tmp_path: Path, toy_
     assert [r["iteration"] for r in lines] == list(range(2, 81, 2))  # each logged once, in order
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]  # noqa: E731
     assert strip(lines) == strip(_train_lines(reference))
+    print(f"kills: {len(kills)} ({kills.count('mid-save')} mid-save, {kills.count('random')} at random)")
     assert len(kills) == KILL_POINTS, kills
 
 
