@@ -213,7 +213,7 @@ _RUNNER = textwrap.dedent("""
     from pathlib import Path
     from falcli.errors import FalError
     from falcli.formats.store import load_names
-    from falcli.prepare import prepare
+    from falcli.commands.prepare import prepare
 
     def alarm(signum, frame):
         raise TimeoutError("hang")
@@ -276,7 +276,7 @@ def test_a_read_is_capped_while_streaming_whatever_the_declared_size(monkeypatch
 
 def test_prepare_refuses_an_absurd_size(tmp_path: Path) -> None:
     from falcli.errors import FalError
-    from falcli.prepare import prepare
+    from falcli.commands.prepare import prepare
 
     with pytest.raises(FalError, match="--size 1000000: over the largest images size"):
         prepare("images", tmp_path, tmp_path / "out", size=1_000_000)
@@ -328,7 +328,7 @@ def test_a_non_string_key_and_a_binary_recipe_are_one_line(tmp_path: Path) -> No
 def test_a_checkpoint_whose_recipe_cannot_fit_is_refused_before_allocating(tmp_path: Path, toy_recipe) -> None:
     import torch
 
-    from falcli import checkpoint
+    from falcli.core import checkpoint
     from falcli.config import recipe_to_dict
     from falcli.errors import FalError
 
@@ -450,7 +450,8 @@ def test_kill_and_resume_is_bit_identical_with_no_leftovers(tmp_path: Path, toy_
     import torch
     from typer.testing import CliRunner
 
-    from falcli import checkpoint, train
+    from falcli.commands import train
+    from falcli.core import checkpoint
     from falcli.cli import app
 
     reference = train.run(toy_recipe(*_RUN), train.RunOptions(out=tmp_path / "reference", device="cpu"))
@@ -512,7 +513,8 @@ def test_kill_and_resume_is_bit_identical_with_no_leftovers(tmp_path: Path, toy_
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A finished tiny run and the odd files the bad inputs point at (the sentinels)."""
-    from falcli import checkpoint, train
+    from falcli.commands import train
+    from falcli.core import checkpoint
     from falcli.config import load_recipe, recipe_to_dict
 
     base = tmp_path_factory.mktemp("world")
