@@ -430,11 +430,10 @@ def _train_lines(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if '"kind": "train"' in line]
 
 
-def _kill_when(process: subprocess.Popen, ready, rng) -> str:
+def _kill_when(process: subprocess.Popen, ready, rng, mid_save: bool) -> str:
     """SIGKILL `process` once `ready()` holds: right away (a save caught mid-way) or after a random wait."""
     import time
 
-    mid_save = rng.random() < 0.5
     while process.poll() is None:
         if ready(mid_save):
             if not mid_save:
@@ -480,7 +479,7 @@ def test_kill_and_resume_is_bit_identical_with_no_leftovers(tmp_path: Path, toy_
                 time.sleep(0.005)
             if process.poll() is None:
                 second_writer = CliRunner().invoke(app, [a for a in _train_command(run_dir, True)[3:]])
-        outcome = _kill_when(process, ready, rng)
+        outcome = _kill_when(process, ready, rng, mid_save=len(kills) % 2 == 0)  # alternately mid-save
         if outcome == "finished":
             break
         kills.append(outcome)
