@@ -39,13 +39,29 @@ def user_errors(command: Callable) -> Callable:
 
             print_error(str(error))
             raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as stop:
             from falcli.console import print_error
 
             print_error("interrupted; what was finished is kept (a run continues from its last checkpoint with "
                         "--resume auto)")
-            raise typer.Exit(code=130) from None
+            raise typer.Exit(code=stop.code if isinstance(stop, Terminated) else 130) from None
+        except OSError as error:
+            # Outputs on a read-only mount, a full disk, a folder without permission: the path and the reason,
+            # in one line (the temporary files of what was being written are removed on the way out).
+            from falcli.console import print_error
+
+            where = error.filename or "an output file"
+            print_error(f"{where}: {error.strerror or error} ({type(error).__name__}); choose a writable location "
+                        f"with free space (e.g. another --out) and retry")
+            raise typer.Exit(code=2) from None
     return wrapper
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) like Ctrl-C; exit code 143."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
 
 
 def _version(value: bool) -> None:
@@ -65,7 +81,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated()
 
 
 def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):
@@ -222,6 +238,8 @@ def prepare(
     classes: Annotated[str | None, typer.Option(help="Comma-separated classes (shapenet, primitives)")] = None,
     splits: Annotated[Path | None, typer.Option(help="splits.mat for NYU [default: next to the .mat]")] = None,
     count: Annotated[int | None, typer.Option(help="Training items of a built-in dataset [default: 2000]")] = None,
+    follow_links: Annotated[bool, typer.Option("--follow-links", help="Follow symbolic links in a raw folder "
+                                               "(to regular files and folders, never in a loop)")] = False,
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
     from falcli.console import console, progress_bar
@@ -241,8 +259,8 @@ def prepare(
             bars["update"](done, max(total, 1), None, description=description)
 
         path = run_prepare(dataset, raw, out, size=size, classes=class_list, splits_file=splits,
-                           progress=progress, count=count, warn=lambda message: console.print(
-                               f"[yellow]warning:[/] {message}", soft_wrap=True))
+                           progress=progress, count=count, follow_links=follow_links,
+                           warn=lambda message: console.print(f"[yellow]warning:[/] {message}", soft_wrap=True))
     console.print(f"[green]done[/] → {path}")
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,11 @@ from typing import Any, Literal
 import yaml
 
 from falcli.errors import FalError
+
+# Integers are stored and seeded as int64 (torch.manual_seed, numpy's generators); widths, depths and latent
+# sizes of a network above 2**16 are typos, not networks (the estimate in falcli/nn/budget.py checks the rest).
+MAX_INT = 2**63 - 1
+MAX_MODEL_INT = 2**16
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ class TrainConfig:
             raise FalError(f"train.sample_every must be >= 0 (got {self.sample_every})")
         if self.lr_generator <= 0 or self.lr_discriminator <= 0:
             raise FalError("train.lr_generator and train.lr_discriminator must be > 0")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise FalError(f"train.betas must both be in [0, 1) (got {list(self.betas)}); Adam's usual are [0.5, 0.999]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise FalError(f"train.ema_decay must be in [0, 1) (got {self.ema_decay})")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
@@ -171,7 +179,12 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise FalError(f"{path}: no such recipe file (the shipped ones are in {SHIPPED_RECIPES})")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise FalError(f"{path}: not a text file (a checkpoint or other binary?); a recipe is a YAML file such as "
+                       f"recipes/toy.yaml") from None
+    except OSError as error:
+        raise FalError(f"{path}: cannot read the recipe ({error.strerror})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -210,7 +223,13 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
     from falcli.judges import JUDGES, JudgeRecipe
     from falcli.tasks import TASKS  # the registries import task modules; keep `fal --help` light
 
+    if not isinstance(raw, dict):
+        raise FalError(f"{source}: a recipe must be a mapping with at least a `task:` key")
+    _check_keys(raw, source)
     task_name = raw.get("task")
+    if not isinstance(task_name, str):
+        valid = ", ".join(sorted(TASKS) + sorted(JUDGES))
+        raise FalError(f"{source}: task must be one name, got {task_name!r}; valid tasks: {valid}")
     if task_name in JUDGES:  # a supervised judge (classifier, segmenter), trained by falcli.judges
         owner, recipe_cls = JUDGES[task_name], JudgeRecipe
     elif task_name in TASKS:
@@ -233,10 +252,25 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
             values[key] = _coerce(value, hints[key], key)
     for key, cls in sections.items():
         values.setdefault(key, cls())
+    seed = values.get("seed", 0)
+    if not 0 <= seed <= MAX_INT:
+        raise FalError(f"{source}: seed {seed} is outside 0 … 2**63-1 (what torch and numpy accept)")
     recipe = recipe_cls(**values)
     if recipe_cls is Recipe:
         owner.validate(recipe)
+        from falcli.nn.budget import check_fits
+
+        check_fits(recipe.model, lambda: owner.make_networks(recipe), owner.ModelConfig(), source)
     return recipe
+
+
+def _check_keys(raw: dict, source: str, path: str = "") -> None:
+    """Every key of every section is a string (YAML allows `1: x` or `[a]: x`; dataclasses do not)."""
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise FalError(f"{source}: key {path}{key!r} is not a name; recipe keys are words such as train.lr_generator")
+        if isinstance(value, dict):
+            _check_keys(value, source, f"{path}{key}.")
 
 
 def build(cls: type, data: Any, path: str) -> Any:
@@ -254,6 +288,8 @@ def build(cls: type, data: Any, path: str) -> Any:
 
 
 def _unknown_key_message(key: str, known: list[str]) -> str:
+    if not key.isprintable():
+        key = repr(key)
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else f" (valid keys: {', '.join(known)})"
     return f"{key}: unknown key{hint}"
@@ -274,14 +310,14 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 return _coerce(value, arg, path)
             except FalError as error:
                 errors.append(str(error))
-        raise FalError(errors[0] if errors else f"{path}: invalid value {value!r}")
+        raise FalError(errors[0] if errors else f"{path}: invalid value {_short(value)}")
     if origin is Literal:
         if value not in args:
-            raise FalError(f"{path}: {value!r} is not one of {', '.join(map(str, args))}")
+            raise FalError(f"{path}: {_short(value)} is not one of {', '.join(map(str, args))}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise FalError(f"{path}: expected a list, got {value!r}")
+            raise FalError(f"{path}: expected a list, got {_short(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -291,32 +327,52 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         return value
     if hint is bool:
         if not isinstance(value, bool):  # YAML 1.1 reads `on`/`yes` as bools; strings are refused
-            raise FalError(f"{path}: expected true or false, got {value!r}")
+            raise FalError(f"{path}: expected true or false, got {_short(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise FalError(f"{path}: expected an integer, got {value!r}")
+            raise FalError(f"{path}: expected an integer, got {_short(value)}")
+        if abs(value) > MAX_INT:
+            raise FalError(f"{path}: {_short(value)} is beyond the 64-bit range; use a sensible number")
+        if path.startswith("model.") and value > MAX_MODEL_INT:
+            raise FalError(f"{path}: {value} is above {MAX_MODEL_INT}, no network width or depth this machine "
+                           f"can train; use a sensible number")
         return value
     if hint is float:
         if isinstance(value, bool):
-            raise FalError(f"{path}: expected a number, got {value!r}")
+            raise FalError(f"{path}: expected a number, got {_short(value)}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads `2e-4` (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:
+                raise FalError(f"{path}: {_short(value)} is too large for a number") from None
+        elif isinstance(value, str):  # PyYAML reads `2e-4` (no dot) as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
-        raise FalError(f"{path}: expected a number, got {value!r}")
+        if number is None:
+            raise FalError(f"{path}: expected a number, got {_short(value)}")
+        if not math.isfinite(number):
+            raise FalError(f"{path}: {value!r} is not a finite number")
+        return number
     if hint is str:
         if not isinstance(value, str):
-            raise FalError(f"{path}: expected a string, got {value!r}")
+            raise FalError(f"{path}: expected a string, got {_short(value)}")
         return value
     if hint is Path:
         if not isinstance(value, str):
-            raise FalError(f"{path}: expected a path, got {value!r}")
+            raise FalError(f"{path}: expected a path, got {_short(value)}")
         return Path(value)
     raise TypeError(f"{path}: unsupported type hint {hint!r}")  # a bug in a config dataclass, not user input
+
+
+def _short(value: Any) -> str:
+    """repr(value), cut to keep the error one line (a fuzzed recipe can hold a long list or a huge int)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(value))} digits"
+    text = text.replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _deep_copy(value: Any) -> Any:

@@ -106,7 +106,7 @@ def _plan_one(config: str, recipe: Recipe, run_dir: Path, resume: bool) -> Plann
     if final.is_file():
         _check_same_recipe(checkpoint.load(final), recipe, final)
         return Planned(config, recipe.seed, recipe, run_dir, "reuse", recipe.train.iterations)
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    if not checkpoint.run_files(run_dir):  # absent, empty, or only the lock of a run that never started
         return Planned(config, recipe.seed, recipe, run_dir, "train")
     found = checkpoint.latest_valid(run_dir / "checkpoints")
     if found is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from falcli.errors import FalError
+from falcli.formats.archive import reading
 from falcli.formats.celeba import prepare_celeba, prepare_image_folder
 from falcli.formats.cityscapes import prepare_cityscapes
 from falcli.formats.nyu import prepare_nyu
@@ -18,6 +19,12 @@ from falcli.data.primitives import make_primitives, meta as primitives_meta
 from falcli.data.shapes import make_shapes, meta as shapes_meta
 from falcli.data.streets import make_streets, meta as streets_meta
 from falcli.formats.store import Progress, check_new_output, read_meta, write_dataset
+
+
+# The largest --size: 2048 pixels is Cityscapes' full width (an item is 12 MB as RGB); 256 voxels per side is
+# 16 MB per item. Beyond these one item alone would not fit in memory, let alone a dataset on disk.
+MAX_SIZE = {"shapenet": 256, "primitives": 256}
+MAX_IMAGE_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -128,14 +135,21 @@ PREPARERS: dict[str, Preparer] = {
 def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = None,
             classes: list[str] | None = None, splits_file: Path | None = None,
             progress: Progress | None = None, count: int | None = None,
-            warn: Callable[[str], None] = print) -> Path:
-    """Prepare `dataset` from `raw` into `out` (never overwritten, written atomically); returns `out`."""
+            warn: Callable[[str], None] = print, follow_links: bool = False) -> Path:
+    """Prepare `dataset` from `raw` into `out` (never overwritten, written atomically); returns `out`.
+
+    Symbolic links inside a raw folder are skipped unless `follow_links` (to regular files and folders only).
+    """
     if dataset not in PREPARERS:
         raise FalError(f"unknown dataset {dataset!r}; choose one of: {', '.join(PREPARERS)}")
     if raw is not None and not Path(raw).exists():
         raise FalError(f"{raw}: no such file or folder (--raw)")
     if size is not None and size < 1:
         raise FalError(f"--size {size}: must be a positive number of pixels (or voxels)")
+    largest = MAX_SIZE.get(dataset, MAX_IMAGE_SIZE)
+    if size is not None and size > largest:
+        raise FalError(f"--size {size}: over the largest {dataset} size, {largest} (one item would not fit in "
+                       f"memory); pick a size up to {largest}")
     if splits_file is not None and not Path(splits_file).is_file():
         raise FalError(f"{splits_file}: no such file (--splits)")
     out = Path(out)
@@ -144,4 +158,5 @@ def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = Non
         raise FalError("--count applies to the built-in datasets (streets, shapes, primitives) and must be >= 1")
     options = PrepareOptions(size=size, classes=classes, splits_file=splits_file, progress=progress, count=count,
                              warn=warn)
-    return PREPARERS[dataset](Path(raw) if raw is not None else None, out, options)
+    with reading(follow_links=follow_links, warn=warn):
+        return PREPARERS[dataset](Path(raw) if raw is not None else None, out, options)

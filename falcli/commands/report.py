@@ -121,7 +121,7 @@ def read_training_log(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records, damaged = [], 0
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # bytes a crash left: a bad line
         if not line.strip():
             continue
         try:
@@ -129,8 +129,13 @@ def read_training_log(path: Path, notes: list[str]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             damaged += 1
             continue
-        if isinstance(record, dict) and record.get("kind", "train") == "train" and "iteration" in record:
-            records.append(record)
+        if not isinstance(record, dict) or record.get("kind", "train") != "train":
+            continue
+        numbers = all(isinstance(v, (int, float)) for k, v in record.items() if k != "kind")
+        if not numbers or not isinstance(record.get("iteration"), int):
+            damaged += 1  # JSON, but not a line fal wrote
+            continue
+        records.append(record)
     if damaged:
         notes.append(f"{path}: skipped {damaged} unreadable line(s)")
     latest = {record["iteration"]: record for record in records}

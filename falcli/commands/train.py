@@ -60,7 +60,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     check_batch_size(len(dataset), cfg.batch_size, processes.world)
     preview = task.fixed_batch(recipe, device, 64)  # the sample pictures' fixed inputs (the val split)
     notes = methods.prepare(recipe, device)
-    run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
+    try:
+        run_dir, resumed = _open_run_dir(recipe, options, processes.is_main)
+    except BaseException:
+        checkpoint.abandon_run(options.out or Path("runs") / recipe.name)
+        raise
     if processes.is_main:  # notes are kept with the run: the recipe alone would not tell
         for note in notes:
             _log(run_dir, {"kind": "note", "iteration": resumed["iteration"] if resumed else 0, "note": note})
@@ -74,6 +78,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     finally:
         if tracker is not None:
             tracker.close()
+        checkpoint.unlock_run(run_dir)  # on any exit; the kernel would drop it at the process's end anyway
     finish_processes()
     return run_dir
 
@@ -294,7 +299,9 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         raise FalError(f"--out {options.out}: a file, not a folder; choose a folder for the run")
     if options.resume is None:
         run_dir = options.out or Path("runs") / recipe.name
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if is_main:
+            checkpoint.lock_run(run_dir)  # before looking: a second writer is refused, naming the live one
+        if checkpoint.run_files(run_dir):
             if not (run_dir / "recipe.yaml").is_file():
                 raise FalError(f"{run_dir} holds other files and no run; choose another --out")
             if not checkpoint.list_checkpoints(run_dir / "checkpoints"):
@@ -310,6 +317,8 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
 
     if options.resume == "auto":
         run_dir = options.out or Path("runs") / recipe.name
+        if is_main and run_dir.is_dir():
+            checkpoint.lock_run(run_dir)
         found = checkpoint.latest_valid(run_dir / "checkpoints")
         if found is None:
             raise FalError(f"--resume auto: no checkpoint in {run_dir / 'checkpoints'} (a run that stopped before "
@@ -320,6 +329,8 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         path = checkpoint.resolve(Path(options.resume))  # a checkpoint file, or a run folder's newest
         payload = checkpoint.load(path)
         run_dir = options.out or _run_dir_of(path)
+        if is_main:
+            checkpoint.lock_run(run_dir)
     _check_resumable(payload, recipe, path)
     later = [p for p in checkpoint.list_checkpoints(run_dir / "checkpoints")
              if p.name > checkpoint.checkpoint_name(payload["iteration"])]
@@ -327,7 +338,7 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         raise FalError(f"{path} is older than {later[-1]} in {run_dir}; continuing from it there would overwrite "
                        f"the later checkpoints: pass --out NEW_FOLDER to branch off, or --resume auto")
     stored = run_dir / "recipe.yaml"
-    if not stored.exists() and run_dir.exists() and any(run_dir.iterdir()):
+    if not stored.exists() and checkpoint.run_files(run_dir):
         raise FalError(f"{run_dir} holds other files and no run; pass an empty or new --out for the continued run")
     barrier()
     if is_main:
@@ -336,6 +347,9 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
             stored.write_text(recipe_to_yaml(recipe))
         elif stored.read_text() != recipe_to_yaml(recipe):
             (run_dir / f"recipe-resumed-at-{payload['iteration']:07d}.yaml").write_text(recipe_to_yaml(recipe))
+        # what a killed writer left: half-saved checkpoints, and log lines after the checkpoint resumed from
+        checkpoint.discard_temporary(run_dir / "checkpoints")
+        checkpoint.truncate_log(run_dir / "metrics.jsonl", payload["iteration"])
     return run_dir, payload
 
 

@@ -5,6 +5,7 @@ the middle of a save leaves the previous checkpoint intact and the new one absen
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -136,3 +137,106 @@ def restore(path: Path, device: torch.device, expect_task: str | None = None):
         G_ema.load_state_dict(payload["G_ema"])
         G_ema = G_ema.to(device).eval()
     return recipe, G.to(device).eval(), D.to(device).eval(), G_ema, payload
+
+
+# --- the run folder: one writer at a time, and a clean state to resume from ---
+
+LOCK_NAME = ".lock"
+_TMP = re.compile(r"^\.iter-\d{7,}\.pt\.tmp-\d+$")
+_HELD: dict[Path, int] = {}  # run folder -> descriptor of its lock, held by this process
+_CREATED: set[Path] = set()  # run folders that lock_run made (removed again if the start fails)
+
+
+def lock_run(run_dir: Path) -> None:
+    """Take RUN/.lock (flock, holding our PID) or refuse in one line naming the live writer.
+
+    The kernel drops the lock when the process ends, however it ends (kill -9 included), so a stale lock
+    cannot outlive its writer. Held until `unlock_run` or the end of the process.
+    """
+    import fcntl
+
+    key = Path(run_dir).resolve()
+    if key in _HELD:  # an earlier run() of this process that failed: its lock is ours to renew
+        unlock_run(run_dir)
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        if not Path(run_dir).exists():
+            _CREATED.add(key)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        while True:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(descriptor, 32).decode(errors="replace").strip() or "another process"
+                os.close(descriptor)
+                raise FalError(f"{run_dir} is being written by process {holder} (a `fal train` running now); "
+                               f"wait for it or stop it, or choose another --out") from None
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+                break
+            os.close(descriptor)  # the file was replaced while we waited: lock the one now in place
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+    except OSError as error:
+        raise FalError(f"{path}: cannot lock the run folder ({error.strerror}); choose a writable --out") from None
+    _HELD[key] = descriptor
+
+
+def unlock_run(run_dir: Path) -> None:
+    """Release the lock taken by `lock_run` (the file stays: removing it would race with a waiting writer)."""
+    descriptor = _HELD.pop(Path(run_dir).resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def abandon_run(run_dir: Path) -> None:
+    """After a failed start: release the lock, and remove the folder if lock_run made it and it holds nothing
+    else (so that the same command, corrected, starts afresh)."""
+    key = Path(run_dir).resolve()
+    if key not in _HELD:
+        return
+    unlock_run(run_dir)
+    if key in _CREATED and not run_files(run_dir):
+        (Path(run_dir) / LOCK_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(run_dir).rmdir()
+    _CREATED.discard(key)
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """What a run folder holds, its lock file aside."""
+    return [p for p in Path(run_dir).iterdir() if p.name != LOCK_NAME] if Path(run_dir).is_dir() else []
+
+
+def discard_temporary(directory: Path) -> None:
+    """Remove half-written checkpoints (`.iter-N.pt.tmp-PID`) of writers that died mid-save; call it holding
+    the run's lock, so that no live writer owns them."""
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if _TMP.match(path.name):
+                path.unlink(missing_ok=True)
+
+
+def truncate_log(path: Path, iteration: int) -> None:
+    """Cut metrics.jsonl back to the checkpoint a run resumes from: the lines logged after it (and a line torn
+    by a crash mid-write) are dropped, so the resumed run writes each iteration's line exactly once."""
+    if not path.is_file():
+        return
+    import json
+
+    kept = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn or damaged line: its iteration will be logged again
+            if not line.endswith(b"\n"):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("iteration"), int) and \
+                    record["iteration"] > iteration:
+                break  # lines are in order: everything from here on is after the checkpoint
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(b"".join(kept))
+    os.replace(tmp, path)

@@ -13,6 +13,8 @@ from falcli.errors import FalError
 from falcli.formats.archive import read_bytes
 
 _MAX_HEADER_LINES = 16
+# ShapeNet's grids are 32^3 (ShapeNetVox32) and 128^3 (ShapeNetCore's solid binvox); 512^3 is 134 MB decoded.
+MAX_DIM = 512
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -51,6 +53,9 @@ def _parse_header(data: bytes, name: str) -> tuple[int, dict[str, Any], int]:
         raise FalError(f"{name}: invalid binvox header: 'dim' and 'translate' need three numbers")
     if len(set(dims)) != 1 or dims[0] <= 0:
         raise FalError(f"{name}: binvox dims {dims} are not a positive cube (D D D); only cubic grids are supported")
+    if dims[0] > MAX_DIM:
+        raise FalError(f"{name}: binvox dims {dims[0]}^3, over the largest supported grid ({MAX_DIM}^3); "
+                       f"the file is not a ShapeNet model")
     return dims[0], {"dim": dims[0], "translate": translate, "scale": scale}, pos
 
 

@@ -34,6 +34,9 @@ class DataConfig:
         return self.std if self.std is not None else {"ring": 0.02, "grid": 0.05}[self.mixture]
 
 
+MAX_DEPTH = 64
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     latent_dim: int = 16                # size of z
@@ -43,6 +46,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if min(self.latent_dim, self.hidden, self.depth) < 1:
             raise FalError("model.latent_dim, model.hidden and model.depth must be >= 1")
+        if self.depth > MAX_DEPTH:  # an MLP this deep would not train (and takes minutes just to build)
+            raise FalError(f"model.depth {self.depth} is above {MAX_DEPTH}; the paper's toy MLPs have 3 hidden layers")
 
 
 def mixture_centers(data: DataConfig) -> torch.Tensor:
