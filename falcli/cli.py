@@ -329,7 +329,7 @@ def refine(
 @app.command()
 @user_errors
 def evaluate(
-    metric: Annotated[str, typer.Argument(help="fid, kid, l1, psnr, ssim, lpips, fcn, depth, voxel-accuracy, toy, "
+    metric: Annotated[str, typer.Argument(help="fid, kid, l1, psnr, ssim, ssim-gaussian, lpips, fcn, depth, voxel-accuracy, toy, "
                                                "or all (the task's default metrics; needs --ckpt)")],
     a: Annotated[Path | None, typer.Argument(help="Outputs: a folder (matched by name with B), an .npy; fid/kid: "
                                                   "a folder, .npz or .pt")] = None,

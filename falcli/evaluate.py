@@ -28,7 +28,7 @@ MetricFn = Callable[[str, "EvaluateOptions", ProgressFn], "Evaluation"]
 FilesFn = Callable[[str, "EvaluateOptions", ProgressFn], "files.FileScore"]
 # What a metric keeps of a task's per-step rows: a name matches the key itself and every `name/…` key.
 SELECT: dict[str, tuple[str, ...]] = {
-    "l1": ("l1",), "psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",),
+    "l1": ("l1",), "psnr": ("psnr",), "ssim": ("ssim",), "ssim-gaussian": ("ssim_gaussian",), "lpips": ("lpips",),
     "fcn": ("fcn", "fcn_real", "labels"), "depth": ("depth",),
     "voxel-accuracy": ("accuracy", "predicted", "real_accuracy"),
 }
@@ -376,7 +376,13 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     rows = _selected(rows, SELECT[metric])
     if not any(rows):  # the evaluation said why in a note
         raise FalError(reasons[-1] if reasons else f"{ck.path}: the evaluation produced no {metric} values")
-    return ck.evaluation(metric, rows, notes, {"split": "val", "images": "[-1, 1], data_range 2"})
+    protocol = {"split": "val", "images": "[-1, 1], data_range 2"}
+    if metric.startswith("ssim"):
+        from falcli.metrics.image import SSIM_PROTOCOLS
+
+        protocol = {"split": "val", "images": "outputs rounded to uint8 values [0, 255], as their PNG files",
+                    "data_range": 255.0, "ssim": SSIM_PROTOCOLS[metric.replace("-", "_")]}
+    return ck.evaluation(metric, rows, notes, protocol)
 
 
 def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
@@ -473,6 +479,7 @@ METRICS: dict[str, MetricFn] = {
     "l1": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "psnr": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "ssim": _checkpoint_or_files(_translation_metric, files.image_pairs),
+    "ssim-gaussian": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "lpips": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "fcn": _checkpoint_or_files(_translation_metric, files.fcn),
     "depth": _checkpoint_or_files(_translation_metric, files.depth),

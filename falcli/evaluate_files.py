@@ -41,23 +41,33 @@ def image_pairs(metric: str, options: EvaluateOptions, progress: ProgressFn) -> 
     pairs = match_by_name(a, b, IMAGE_SUFFIXES, IMAGE_SUFFIXES, "images")
     protocol = {"images": "RGB, uint8 mapped to [-1, 1]", "averaging": "per image, then mean over images",
                 "pairs": len(pairs)}
+    key = metric.replace("-", "_")
+    to_input = to_network
     if metric == "lpips":
         score, info = _lpips_scorer(options)
         protocol["lpips"] = info
         protocol["label"] = info["label"]
+    elif key in image.SSIM_VARIANTS:
+        # SSIM on the files' own values: scikit-image's structural_similarity of the uint8 images, exactly.
+        score = partial(image.ssim_per_image, data_range=image.PIXEL_RANGE, variant=key)
+        to_input = _to_pixels_chw
+        protocol.update(images="RGB, uint8 values [0, 255]", data_range=image.PIXEL_RANGE,
+                        ssim=image.SSIM_PROTOCOLS[key])
     else:
-        score = {"l1": image.l1_per_image, "psnr": partial(image.psnr_per_image, data_range=2.0),
-                 "ssim": partial(image.ssim_per_image, data_range=2.0)}[metric]
+        score = {"l1": image.l1_per_image, "psnr": partial(image.psnr_per_image, data_range=2.0)}[metric]
         protocol["data_range"] = 2.0
-        if metric == "ssim":
-            protocol["ssim"] = image.SSIM_PROTOCOL
     values = []
     for done, (_, path_a, path_b) in enumerate(pairs, start=1):
         x, y = read_image(path_a), read_image(path_b)
         check_same_size(path_a, x, path_b, y)
-        values.append(score(to_network(x), to_network(y)))
+        values.append(score(to_input(x), to_input(y)))
         progress(f"{metric} {a.name} vs {b.name}", done, len(pairs))
-    return [{"step": None, metric: float(np.concatenate(values).mean())}], protocol, []
+    return [{"step": None, key: float(np.concatenate(values).mean())}], protocol, []
+
+
+def _to_pixels_chw(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 → (1, 3, H, W) float64 with the same values."""
+    return image.transpose(2, 0, 1)[None].astype(np.float64)
 
 
 def _lpips_scorer(options: EvaluateOptions) -> tuple[Callable[[torch.Tensor, torch.Tensor], np.ndarray], dict]:

@@ -1,7 +1,7 @@
 """Translation metrics per feedback step, over the validation split.
 
-For every step t: L1, PSNR and SSIM against the target (on [-1, 1] images, data_range 2, i.e. the same values
-as on [0, 1]); LPIPS when its AlexNet trunk is on disk; D's mean verdict σ(D); and, by direction:
+For every step t: L1 and PSNR against the target (on [-1, 1] images, data_range 2, i.e. the same values
+as on [0, 1]); SSIM with both windows (`ssim`, `ssim_gaussian`) on the pixel values [0, 255] the PNG files hold; LPIPS when its AlexNet trunk is on disk; D's mean verdict σ(D); and, by direction:
 - label map → photo: the FCN-score (pix2pix §4.2): a segmenter judge reads the outputs, its confusion with
   the true train ids gives per-pixel accuracy, per-class accuracy and class IoU. The same judge scores the
   real photos first (`fcn_real/*`, the protocol's self-check): the generated scores mean little without it;
@@ -23,7 +23,7 @@ from torch import nn
 from falcli.errors import FalError
 from falcli.feedback import unroll
 from falcli.metrics.depth import DEPTH_KEYS, EIGEN_CROP_480x640, depth_errors
-from falcli.metrics.image import l1_per_image, psnr_per_image, ssim_per_image
+from falcli.metrics.image import l1_per_image, psnr_per_image, ssim_per_image, to_pixels
 from falcli.metrics.lpips import load_lpips
 from falcli.metrics.segmentation import colors_to_train_ids, confusion, segmentation_scores
 from falcli.pictures import to_uint8
@@ -93,7 +93,9 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
                 x = sample.float().clamp(-1, 1)
                 acc.add("l1", l1_per_image(x, real))
                 acc.add("psnr", psnr_per_image(x, real, data_range=2.0))
-                acc.add("ssim", ssim_per_image(x, real, data_range=2.0))
+                pixels, real_pixels = to_pixels(x), to_pixels(real)
+                for variant in ("ssim", "ssim_gaussian"):
+                    acc.add(variant, ssim_per_image(pixels, real_pixels, variant=variant))
                 acc.add("d_real_probability", torch.sigmoid(logits.float()).flatten(1).mean(1).cpu().numpy())
                 if lpips is not None:
                     acc.add("lpips", lpips(x, real).cpu().numpy())

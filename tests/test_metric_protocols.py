@@ -1,0 +1,59 @@
+"""Metrics equal to the reference implementation of the protocol they are named after: SSIM against
+scikit-image on the uint8 files, the FCN-score against pix2pix's `get_scores`, Cityscapes colour maps as
+`fal prepare cityscapes` reads them, KID's subset rule as torch-fidelity's."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from falcli.evaluate import EvaluateOptions, run
+from falcli.metrics import image
+
+# --- SSIM ------------------------------------------------------------------------------------------------------
+
+
+def _write(folder: Path, images: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True)
+    for i, array in enumerate(images):
+        Image.fromarray(array).save(folder / f"{i}.png")
+    return folder
+
+
+def _skimage_on_files(a: list[np.ndarray], b: list[np.ndarray], **options) -> float:
+    return float(np.mean([structural_similarity(x, y, data_range=255, channel_axis=2, **options)
+                          for x, y in zip(a, b)]))
+
+
+def test_ssim_on_files_equals_scikit_image_on_the_uint8_images(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = [rng.integers(0, 256, (24, 20, 3), dtype=np.uint8) for _ in range(3)]
+    # SSIM's constants are not shift invariant: flat grey 128 vs 140 is 0.996 on the files (0.117 on [-1, 1]).
+    a = noisy + [np.full((24, 20, 3), 128, np.uint8)]
+    b = [np.clip(x.astype(int) + rng.integers(-30, 31, x.shape), 0, 255).astype(np.uint8) for x in noisy]
+    b += [np.full((24, 20, 3), 140, np.uint8)]
+    outputs, targets = _write(tmp_path / "a", a), _write(tmp_path / "b", b)
+    evaluation = run("ssim", EvaluateOptions(a=outputs, b=targets, device="cpu"))
+    assert evaluation.rows[0]["ssim"] == pytest.approx(_skimage_on_files(a, b), abs=1e-6)
+    assert "7x7 uniform window" in evaluation.protocol["ssim"] and evaluation.protocol["data_range"] == 255
+    gaussian = run("ssim-gaussian", EvaluateOptions(a=outputs, b=targets, device="cpu"))
+    reference = _skimage_on_files(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert gaussian.rows[0]["ssim_gaussian"] == pytest.approx(reference, abs=1e-6)
+    assert "Gaussian window sigma 1.5" in gaussian.protocol["ssim"]
+    assert abs(reference - _skimage_on_files(a, b)) > 1e-4  # two protocols, two values
+    grey = structural_similarity(a[-1], b[-1], data_range=255, channel_axis=2)
+    assert grey > 0.99
+
+
+def test_ssim_of_network_images_is_ssim_of_their_files():
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.uniform(-1, 1, (2, 3, 16, 16)))
+    y = (x + torch.from_numpy(rng.normal(0, 0.2, x.shape))).clamp(-1, 1)
+    files = [(t.add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()) for t in (x, y)]
+    expected = _skimage_on_files(list(files[0]), list(files[1]))
+    assert image.ssim(image.to_pixels(x), image.to_pixels(y)) == pytest.approx(expected, abs=1e-6)
