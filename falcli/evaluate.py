@@ -58,6 +58,7 @@ class EvaluateOptions:
     min_depth: float = 1e-3             # depth: ground truth is valid in (min_depth, max_depth), metres
     max_depth: float = 10.0
     eigen_crop: bool = False            # depth on files: score only inside Eigen's NYU crop
+    class_means: str = "pix2pix"        # fcn: pix2pix's get_scores (absent classes 0) or present (keys *_present)
 
 
 @dataclass
@@ -87,6 +88,10 @@ def run(metric: str, options: EvaluateOptions, progress: ProgressFn | None = Non
     """Compute `metric` on the inputs in `options`, write the JSON (see `write_json`) and return the result."""
     if metric not in METRICS:
         raise FalError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    from falcli.metrics.segmentation import CLASS_MEANS
+
+    if options.class_means not in CLASS_MEANS:
+        raise FalError(f"--class-means {options.class_means!r}: choose one of {', '.join(CLASS_MEANS)}")
     options = _check_options(metric, options)
     evaluation = METRICS[metric](metric, options, progress or (lambda *_: None))
     evaluation.written = write_json(evaluation, options.json_path)
@@ -372,7 +377,8 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
         rows = translation_eval.evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
                                                      lpips_weights=options.weights,
                                                      seg_weights=options.seg_weights, note=reasons.append,
-                                                     allow_unofficial_weights=options.allow_unofficial_weights)
+                                                     allow_unofficial_weights=options.allow_unofficial_weights,
+                                                     class_means=options.class_means)
     rows = _selected(rows, SELECT[metric])
     if not any(rows):  # the evaluation said why in a note
         raise FalError(reasons[-1] if reasons else f"{ck.path}: the evaluation produced no {metric} values")
@@ -453,7 +459,8 @@ def _translation_defaults(ck: Restored, options: EvaluateOptions, note: Callable
 
     return evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
                                 lpips_weights=options.weights, seg_weights=options.seg_weights, note=note,
-                                allow_unofficial_weights=options.allow_unofficial_weights)
+                                allow_unofficial_weights=options.allow_unofficial_weights,
+                                class_means=options.class_means)
 
 
 def _voxel_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:

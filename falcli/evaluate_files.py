@@ -94,7 +94,7 @@ def fcn(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScor
     label map's size, as pix2pix's eval_cityscapes does, then segmented at the judge's size."""
     import torch.nn.functional as F
 
-    from falcli.metrics.segmentation import confusion, segmentation_scores
+    from falcli.metrics.segmentation import confusion, score_keys, segmentation_scores
     from falcli.tasks.translation import evaluate as translation_eval
 
     if options.seg_weights is None:
@@ -113,10 +113,11 @@ def fcn(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScor
             predicted = translation_eval._segment(segmenter, photo.to(device))
         hist += confusion(predicted, torch.from_numpy(labels)[None])
         progress(f"fcn {a.name} vs {b.name}", done, len(pairs))
-    scores = segmentation_scores(hist)
-    row = {"step": None, **{f"fcn/{k}": scores[k] for k in translation_eval.SCORE_KEYS}}
+    scores = segmentation_scores(hist, options.class_means)
+    row = {"step": None, **{f"fcn/{k}": scores[k] for k in score_keys(options.class_means)}}
     protocol = {"judge": str(options.seg_weights), "pairs": len(pairs), "scores": scores["protocol"],
-                "labels": "8-bit train ids (255 ignored) or RGB colours snapped to the nearest Cityscapes colour"}
+                "labels": "8-bit train ids (255 ignored) or RGB colours snapped to the nearest Cityscapes colour, "
+                          "void colours (black among them) ignored as in `fal prepare cityscapes`"}
     return [row], protocol, []
 
 
@@ -274,7 +275,7 @@ def to_network(image: np.ndarray) -> torch.Tensor:
 
 def read_label_map(path: Path) -> np.ndarray:
     """(H, W) uint8 train ids: an 8-bit map holds them directly (255 = ignore); an RGB map is snapped to the
-    nearest Cityscapes colour (so void pixels count as their nearest class: prefer train-id maps)."""
+    nearest Cityscapes colour, void colours (black, …) giving 255 as `fal prepare cityscapes` reads them."""
     from falcli.metrics.segmentation import colors_to_train_ids
 
     image = decode_image(path, mode=None)

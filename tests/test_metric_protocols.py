@@ -57,3 +57,44 @@ def test_ssim_of_network_images_is_ssim_of_their_files():
     files = [(t.add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()) for t in (x, y)]
     expected = _skimage_on_files(list(files[0]), list(files[1]))
     assert image.ssim(image.to_pixels(x), image.to_pixels(y)) == pytest.approx(expected, abs=1e-6)
+
+
+# --- FCN-score ---------------------------------------------------------------------------------------------------
+
+
+def _pix2pix_get_scores(hist):
+    """pix2pix scripts/eval_cityscapes/util.py `get_scores`, transcribed."""
+    acc = np.diag(hist).sum() / (hist.sum() + 1e-12)
+    cl_acc = np.diag(hist) / (hist.sum(1) + 1e-12)
+    iu = np.diag(hist) / (hist.sum(1) + hist.sum(0) - np.diag(hist) + 1e-12)
+    return acc, np.nanmean(cl_acc), np.nanmean(iu), cl_acc, iu
+
+
+def test_fcn_score_equals_pix2pix_get_scores_with_absent_classes():
+    from falcli.metrics.segmentation import confusion, segmentation_scores
+
+    rng = np.random.default_rng(2)
+    gt = rng.choice([0, 2, 5, 13, 255], size=(4, 40, 40))  # 15 of the 19 classes never occur in the truth
+    pred = np.where(rng.random(gt.shape) < 0.6, np.where(gt == 255, 0, gt), rng.integers(0, 19, gt.shape))
+    hist = confusion(pred, gt)
+    acc, cl_acc, iu, _, _ = _pix2pix_get_scores(hist.astype(np.float64))
+    scores = segmentation_scores(hist)
+    assert scores["pixel_accuracy"] == pytest.approx(acc, abs=1e-12)
+    assert scores["class_accuracy"] == pytest.approx(cl_acc, abs=1e-12)
+    assert scores["class_iou"] == pytest.approx(iu, abs=1e-12)
+    present = segmentation_scores(hist, class_means="present")
+    assert present["class_accuracy_present"] > 3 * scores["class_accuracy"]  # 4 classes present, not 19
+
+
+def test_colour_label_maps_ignore_void_colours_as_prepare_cityscapes_does(tmp_path):
+    from falcli.evaluate_files import read_label_map
+    from falcli.formats.cityscapes import colors_to_trainids
+    from falcli.metrics.segmentation import CITYSCAPES_COLORS, CITYSCAPES_VOID_COLORS
+
+    label = np.zeros((8, 8, 3), np.uint8)  # black: "unlabeled", nearest to truck (0, 0, 70) among the 19
+    label[:4] = CITYSCAPES_COLORS[13]
+    label[6:, 6:] = CITYSCAPES_VOID_COLORS[1]  # "dynamic"
+    Image.fromarray(label).save(tmp_path / "map.png")
+    ids = read_label_map(tmp_path / "map.png")
+    assert (ids[:4] == 13).all() and (ids[4:6] == 255).all() and (ids[6:, 6:] == 255).all()
+    np.testing.assert_array_equal(ids, colors_to_trainids(label))  # one table for prepare and evaluate
