@@ -361,6 +361,8 @@ def evaluate(
     min_depth: Annotated[float, typer.Option(help="depth: valid truth above this, metres")] = 1e-3,
     max_depth: Annotated[float, typer.Option(help="depth: valid truth below this, metres")] = 10.0,
     eigen_crop: Annotated[bool, typer.Option("--eigen-crop", help="depth on files: Eigen's NYU crop")] = False,
+    kid_subset_size: Annotated[int, typer.Option(help="kid: samples per subset; each side needs at least "
+                                                      "this many")] = 1000,
     class_means: Annotated[str, typer.Option(help="fcn: pix2pix (absent classes count 0, the FCN-score) or "
                                                   "present (keys *_present)")] = "pix2pix",
 ) -> None:
@@ -371,7 +373,7 @@ def evaluate(
     options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
                               allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
                               seg_weights, judge, class_name, dataset, min_depth, max_depth, eigen_crop,
-                              class_means)
+                              kid_subset_size=kid_subset_size, class_means=class_means)
     with _stage_progress() as progress:
         evaluation = run(metric, options, progress)
     print_evaluation(evaluation, console)

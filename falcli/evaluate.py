@@ -58,6 +58,7 @@ class EvaluateOptions:
     min_depth: float = 1e-3             # depth: ground truth is valid in (min_depth, max_depth), metres
     max_depth: float = 10.0
     eigen_crop: bool = False            # depth on files: score only inside Eigen's NYU crop
+    kid_subset_size: int = 1000         # fid/kid: samples per KID subset (torch-fidelity's default)
     class_means: str = "pix2pix"        # fcn: pix2pix's get_scores (absent classes 0) or present (keys *_present)
 
 
@@ -339,7 +340,8 @@ def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
                              allow_unofficial=options.allow_unofficial_weights, kid=options.kid or metric == "kid",
                              save_stats=options.save_stats, device=options.device, batch_size=options.batch_size,
                              workers=options.workers, steps=options.steps, num_samples=options.num_samples,
-                             feature_space=options.feature_space, fid=metric == "fid")
+                             feature_space=options.feature_space, fid=metric == "fid",
+                             kid_subset_size=options.kid_subset_size)
     return Evaluation(metric, result["rows"], {"a": str(a), "b": str(b)}, result["protocol"], notes, info,
                       result["saved"], run_dir)
 
