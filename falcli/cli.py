@@ -321,7 +321,7 @@ def refine(
         inversion = result["inversion"]
         console.print(f"inversion: reconstruction error (MSE) {inversion['error_start']:.4f} → "
                       f"{inversion['error']:.4f} after {inversion['iterations']} iterations")
-    scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_score"], start=1))
+    scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_real_probability"], start=1))
     console.print(f"D's mean score σ(D) per step  {scores}")
     console.print(f"[green]done[/] → {out} ({result['count']} samples, {result['steps']} steps)")
 

@@ -31,6 +31,7 @@ SELECT: dict[str, tuple[str, ...]] = {
     "l1": ("l1",), "psnr": ("psnr",), "ssim": ("ssim",), "ssim-gaussian": ("ssim_gaussian",), "lpips": ("lpips",),
     "fcn": ("fcn", "fcn_real", "labels"), "depth": ("depth",),
     "voxel-accuracy": ("accuracy", "predicted", "real_accuracy"),
+    "d_score": ("d_logit", "d_real_probability"),  # the one name D's score had before: old recipes keep working
 }
 
 

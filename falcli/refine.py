@@ -133,7 +133,7 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
             "input": str(options.input),
             "inputs": str(options.inputs) if options.inputs else None, "source": source.kind, "count": count,
             "steps": options.steps, "trained_steps": recipe.feedback.steps,
-            "d_score": [s / count for s in collected.scores],  # mean σ(D) over the map and the samples, per step
+            "d_real_probability": [s / count for s in collected.scores],  # mean σ(D) over the map and the samples, per step
             "inversion": inversion, "figure": figure,
         }
         (tmp / "refine.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -161,9 +161,9 @@ def test_steps_beyond_training_warn_and_steps_zero_is_refused_before_anything_is
 
 
 def test_all_keeps_only_the_recipes_evaluate_metrics(tmp_path):
-    run_dir = _train(tmp_path, "picky", "toy.yaml", TINY_TOY + ["evaluate.metrics=[high_quality, d_score]"])
+    run_dir = _train(tmp_path, "picky", "toy.yaml", TINY_TOY + ["evaluate.metrics=[high_quality, d_logit]"])
     evaluation = run("all", EvaluateOptions(ckpt=run_dir, device="cpu"))
-    assert [set(row) for row in evaluation.rows] == [{"step", "high_quality", "d_score"}] * 3
+    assert [set(row) for row in evaluation.rows] == [{"step", "high_quality", "d_logit"}] * 3
 
 
 @pytest.mark.parametrize("metric, name", [("ssim", "toy"), ("voxel-accuracy", "toy"), ("toy", "photo"),
