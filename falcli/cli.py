@@ -78,7 +78,8 @@ def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):
 @app.command()
 @user_errors
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/toy.yaml")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/toy.yaml, or a shipped recipe's name "
+                                                "(`fal recipes`)")],
     set_: SetOpt = None,
     out: OutOpt = None,
     device: DeviceOpt = "auto",
@@ -125,11 +126,38 @@ def train(
 
 @app.command()
 @user_errors
+def recipes() -> None:
+    """List the recipes that come with fal: `fal train NAME` runs one from any folder."""
+    import yaml
+
+    from falcli.config import SHIPPED_RECIPES, shipped_recipes
+    from falcli.console import console
+
+    for path in shipped_recipes():
+        text = path.read_text()
+        task = (yaml.safe_load(text) or {}).get("task", "?")
+        about = next((line.lstrip("# ").split(" — ", 1)[-1] for line in text.splitlines() if line.startswith("#")),
+                     "")
+        console.print(f"[bold]{path.stem:<22}[/] {task:<17} {about}", soft_wrap=True)
+    console.print(f"in {SHIPPED_RECIPES}", soft_wrap=True)
+
+
+def _free_folder(first: Path) -> Path:
+    """`first` if it is free (missing or empty), else first-2, first-3, …: a repeated experiment gets its own."""
+    candidate, n = first, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = first.with_name(f"{first.name}-{n}")
+    return candidate
+
+
+@app.command()
+@user_errors
 def toy(
     recipe: Annotated[Path, typer.Argument(help="Toy recipe")] = Path("recipes/toy.yaml"),
     set_: SetOpt = None,
     out: OutOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (recipe seed, +1, …); tables show "
                                                    "mean ± std")] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
@@ -139,7 +167,7 @@ def toy(
     from falcli.console import console
 
     resolved = _resolve(recipe, set_, None)
-    out = out or Path("runs") / f"{resolved.name}-experiment"
+    out = out or _free_folder(Path("runs") / f"{resolved.name}-experiment")
     result = toy_experiment.run(resolved, out, device=device, seeds=seeds, quick=quick)
     toy_experiment.print_table(result, console)
     console.print(f"[green]done[/] → {out / 'toy_figure.png'}, {out / 'toy_table.json'}")

@@ -159,17 +159,49 @@ class Recipe:
 
 # --- loading ---
 
-SHIPPED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the checkout's recipes/ (editable install)
+def shipped_recipes_dir() -> Path:
+    """The recipes that come with fal: the package `falcli.recipes` of an installed wheel (pyproject maps the
+    checkout's top-level recipes/ onto it), else the checkout's recipes/ (a source tree on PYTHONPATH)."""
+    from importlib import resources
+
+    try:
+        # falcli.recipes holds no __init__.py (the checkout's recipes/ stays plain YAML), so it is a namespace
+        # package whose files() is a MultiplexedPath: its entries are real paths, the folder is their parent.
+        entries = [entry for entry in resources.files("falcli.recipes").iterdir() if entry.name.endswith(".yaml")]
+    except ModuleNotFoundError:
+        entries = []
+    if entries:
+        return Path(str(entries[0])).parent
+    return Path(__file__).resolve().parents[1] / "recipes"
+
+
+SHIPPED_RECIPES = shipped_recipes_dir()
+
+
+def shipped_recipes() -> list[Path]:
+    """The shipped recipe files, sorted by name."""
+    return sorted(SHIPPED_RECIPES.glob("*.yaml"))
+
+
+def find_recipe(path: Path | str) -> Path:
+    """A recipe file: `path` itself when it exists; else the shipped recipe it names — a bare name (`toy`,
+    `toy.yaml`) or `recipes/NAME.yaml` typed outside the checkout."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    bare = len(path.parts) == 1
+    if bare or (path.parts[:1] == ("recipes",) and len(path.parts) == 2):
+        shipped = SHIPPED_RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    names = ", ".join(p.stem for p in shipped_recipes())
+    raise FalError(f"{path}: no such recipe file; the shipped ones are {names} (`fal recipes` lists them)")
+
 
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe, apply `key.sub=value` overrides, and build the typed Recipe (a JudgeRecipe
     when the task names a judge)."""
-    path = Path(path)
-    shipped = SHIPPED_RECIPES / path.name
-    if not path.is_file() and path.parts[:1] == ("recipes",) and len(path.parts) == 2 and shipped.is_file():
-        path = shipped  # `fal toy` or `fal train recipes/x.yaml` run outside the checkout: the shipped recipe
-    if not path.is_file():
-        raise FalError(f"{path}: no such recipe file (the shipped ones are in {SHIPPED_RECIPES})")
+    path = find_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

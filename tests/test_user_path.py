@@ -1,0 +1,67 @@
+"""The user's path: recipes found by name from any folder (and inside a real non-editable install), repeated
+`fal toy` experiments in numbered folders."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from falcli import config
+from falcli.cli import _free_folder, app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_a_bare_recipe_name_finds_the_shipped_recipe_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config.find_recipe("toy") == config.SHIPPED_RECIPES / "toy.yaml"
+    assert config.find_recipe("streets.yaml") == config.SHIPPED_RECIPES / "streets.yaml"
+    assert config.find_recipe("recipes/shapes.yaml") == config.SHIPPED_RECIPES / "shapes.yaml"
+    (tmp_path / "toy").write_text("task: toy\n")  # a file the user names wins over the shipped recipe
+    assert config.find_recipe("toy") == Path("toy")
+    with pytest.raises(config.FalError, match=r"nothing: no such recipe file; the shipped ones are .*toy.*fal recipes"):
+        config.find_recipe("nothing")
+    result = invoke("train", "streets", "--dry-run")
+    assert result.exit_code == 0, result.output
+    listed = invoke("recipes")
+    assert listed.exit_code == 0 and all(p.stem in listed.output for p in config.shipped_recipes())
+    assert len(config.shipped_recipes()) == len(list((ROOT / "recipes").glob("*.yaml")))
+
+
+def test_repeated_experiments_get_numbered_folders(tmp_path):
+    first = tmp_path / "toy-experiment"
+    assert _free_folder(first) == first
+    first.mkdir()
+    assert _free_folder(first) == first  # empty: still free
+    (first / "toy_table.json").write_text("{}")
+    assert _free_folder(first) == tmp_path / "toy-experiment-2"
+    (tmp_path / "toy-experiment-2").mkdir()
+    (tmp_path / "toy-experiment-2" / "x").write_text("")
+    assert _free_folder(first) == tmp_path / "toy-experiment-3"
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_ships_the_recipes(tmp_path):
+    """pip install . (not -e) into a fresh venv that reuses the installed torch; run from another folder."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)]
+    subprocess.run(pip, check=True, cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed copy, not this checkout
+    fal = str(venv / "bin" / "fal")
+    for args in (["toy", "--help"], ["train", "toy", "--dry-run"], ["train", "recipes/streets.yaml", "--dry-run"],
+                 ["recipes"]):
+        done = subprocess.run([fal, *args], cwd=elsewhere, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    listed = subprocess.run([fal, "recipes"], cwd=elsewhere, env=env, capture_output=True, text=True).stdout
+    assert "site-packages" in listed and "falcli" in listed and "toy" in listed
