@@ -79,6 +79,9 @@ class TrainConfig:
     lr_discriminator: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)   # Adam β1, β2
     lr_decay_start: int | None = None   # iteration where lr starts decaying linearly to 0; None = constant
+    # The same as a fraction of the run (pix2pix's n_epochs / (n_epochs + n_epochs_decay), 0.5): shortening the
+    # run with --set train.iterations=N keeps it valid. Set one of the two.
+    lr_decay_start_fraction: float | None = None
     ema_decay: float = 0.0              # EMA of G per iteration (e.g. 0.999); 0 disables it
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     cuda_graph: bool = False            # replay the whole step from CUDA graphs (one CUDA process; falcli/graphs.py)
@@ -104,8 +107,22 @@ class TrainConfig:
             raise FalError(f"train.ema_decay must be in [0, 1) (got {self.ema_decay})")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise FalError("train.keep_checkpoints must be >= 1, or null to keep all")
+        if self.lr_decay_start is not None and self.lr_decay_start_fraction is not None:
+            raise FalError("train.lr_decay_start and train.lr_decay_start_fraction are both set; keep one (set the "
+                           "other to null)")
+        if self.lr_decay_start_fraction is not None and not 0.0 <= self.lr_decay_start_fraction < 1.0:
+            raise FalError(f"train.lr_decay_start_fraction must be in [0, 1) (got {self.lr_decay_start_fraction})")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.iterations:
-            raise FalError(f"train.lr_decay_start must be in [0, train.iterations) (got {self.lr_decay_start})")
+            raise FalError(f"train.lr_decay_start must be in [0, train.iterations = {self.iterations}) (got "
+                           f"{self.lr_decay_start}); for a shorter run set train.lr_decay_start=null "
+                           f"train.lr_decay_start_fraction=0.5 (decay over the second half, as pix2pix)")
+
+    @property
+    def decay_start(self) -> int | None:
+        """The iteration where the learning rate starts decaying to 0 (None: constant)."""
+        if self.lr_decay_start_fraction is not None:
+            return int(round(self.lr_decay_start_fraction * self.iterations))
+        return self.lr_decay_start
 
 
 @dataclass(frozen=True)

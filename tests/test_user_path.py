@@ -65,3 +65,26 @@ def test_a_non_editable_install_ships_the_recipes(tmp_path):
         assert done.returncode == 0, (args, done.stdout, done.stderr)
     listed = subprocess.run([fal, "recipes"], cwd=elsewhere, env=env, capture_output=True, text=True).stdout
     assert "site-packages" in listed and "falcli" in listed and "toy" in listed
+
+
+@pytest.mark.parametrize("name", ["streets", "cityscapes", "nyu_depth"])
+def test_a_shortened_run_keeps_the_translation_recipes_valid(name):
+    # README's own example: --set train.iterations=N; the decay starts halfway through whatever N is.
+    recipe = config.load_recipe(ROOT / "recipes" / f"{name}.yaml", ["train.iterations=100"])
+    from falcli import train
+
+    assert recipe.train.decay_start == 50
+    assert train.learning_rate_factor(recipe.train, 49) == 1.0
+    assert train.learning_rate_factor(recipe.train, 75) == pytest.approx(0.5)
+    full = config.load_recipe(ROOT / "recipes" / f"{name}.yaml").train
+    assert full.decay_start == full.iterations // 2  # the same schedule as the absolute start it replaced
+
+
+def test_an_absolute_decay_start_keeps_working_and_says_how_to_shorten(toy_recipe):
+    cfg = toy_recipe("train.iterations=10", "train.lr_decay_start=5").train
+    assert cfg.decay_start == 5
+    with pytest.raises(config.FalError, match=r"lr_decay_start must be in \[0, train.iterations = 10\) \(got "
+                                              r"750\); .* train.lr_decay_start=null train.lr_decay_start_fraction=0.5"):
+        toy_recipe("train.iterations=10", "train.lr_decay_start=750")
+    with pytest.raises(config.FalError, match="both set"):
+        toy_recipe("train.lr_decay_start=5", "train.lr_decay_start_fraction=0.5")
