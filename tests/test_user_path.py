@@ -99,3 +99,10 @@ def test_dry_run_imports_no_lpips_torchvision_scikit_image_or_matplotlib(tmp_pat
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_no_progress_bar_is_drawn_before_a_refusal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/cityscapes here
+    result = invoke("train", "cityscapes", "--out", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code != 0 and "fal prepare cityscapes" in " ".join(result.output.split())
+    assert "0/595000" not in result.output and "train cityscapes" not in result.output, result.output
