@@ -142,6 +142,11 @@ def recipes() -> None:
     console.print(f"in {SHIPPED_RECIPES}", soft_wrap=True)
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 step', '3 steps'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _free_folder(first: Path) -> Path:
     """`first` if it is free (missing or empty), else first-2, first-3, …: a repeated experiment gets its own."""
     candidate, n = first, 1
@@ -318,8 +323,8 @@ def sample(
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
     with _stage_progress() as progress:
         manifest = run_sample(options, on_progress=progress)
-    console.print(f"[green]done[/] → {out} ({manifest['count']} {manifest['task']} samples after "
-                  f"{manifest['steps']} steps)")
+    console.print(f"[green]done[/] → {out} ({_count(manifest['count'], manifest['task'] + ' sample')} after "
+                  f"{_count(manifest['steps'], 'step')})")
 
 
 @app.command()
@@ -348,10 +353,10 @@ def refine(
     if result["inversion"]:
         inversion = result["inversion"]
         console.print(f"inversion: reconstruction error (MSE) {inversion['error_start']:.4f} → "
-                      f"{inversion['error']:.4f} after {inversion['iterations']} iterations")
+                      f"{inversion['error']:.4f} after {_count(inversion['iterations'], 'iteration')}")
     scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_real_probability"], start=1))
     console.print(f"D's mean score σ(D) per step  {scores}")
-    console.print(f"[green]done[/] → {out} ({result['count']} samples, {result['steps']} steps)")
+    console.print(f"[green]done[/] → {out} ({_count(result['count'], 'sample')}, {_count(result['steps'], 'step')})")
 
 
 @app.command()

@@ -106,3 +106,26 @@ def test_no_progress_bar_is_drawn_before_a_refusal(tmp_path, monkeypatch):
     result = invoke("train", "cityscapes", "--out", tmp_path / "run", "--device", "cpu")
     assert result.exit_code != 0 and "fal prepare cityscapes" in " ".join(result.output.split())
     assert "0/595000" not in result.output and "train cityscapes" not in result.output, result.output
+
+
+def test_counts_read_as_english():
+    from falcli.cli import _count
+
+    assert (_count(1, "step"), _count(3, "step"), _count(1, "image sample")) == ("1 step", "3 steps", "1 image sample")
+
+
+def test_a_one_point_loss_chart_draws_its_point():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from falcli.report import loss_curves_png
+
+    def blue(records):
+        image = np.asarray(Image.open(io.BytesIO(loss_curves_png(records))).convert("RGB")).astype(int)
+        return int((np.abs(image - [31, 119, 180]).sum(-1) < 40).sum())  # matplotlib's first colour
+
+    one = blue([{"iteration": 5, "loss/G": 1.0}])
+    legend_only = blue([{"iteration": 5, "loss/G": 1.0}, {"iteration": 6, "loss/G": float("nan")}])
+    assert one > legend_only + 20  # a marker, not only the legend's line
