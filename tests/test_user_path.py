@@ -129,3 +129,28 @@ def test_a_one_point_loss_chart_draws_its_point():
     one = blue([{"iteration": 5, "loss/G": 1.0}])
     legend_only = blue([{"iteration": 5, "loss/G": 1.0}, {"iteration": 6, "loss/G": float("nan")}])
     assert one > legend_only + 20  # a marker, not only the legend's line
+
+
+def test_sample_grids_carry_step_labels_and_d_colour_scale(tmp_path):
+    from functools import partial
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from falcli.feedback import unroll
+    from falcli.pictures import tile
+    from falcli.tasks import TASKS
+
+    recipe = config.load_recipe(ROOT / "recipes" / "shapes.yaml")
+    task = TASKS["image"]
+    G, D = task.make_networks(recipe)
+    batch = task.fixed_batch(recipe, torch.device("cpu"), 4)
+    with torch.no_grad():
+        out = unroll(G, D, batch.gen_input, batch.condition, 2, recipe.feedback,
+                     partial(task.discriminator_input, batch=batch))
+    task.save_samples(out, batch, tmp_path / "grid.png")
+    picture = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    bare = tile([[np.zeros((32, 32, 3), np.uint8)] * 4] * 5)  # real, then step and D rows for 2 steps
+    assert picture.shape[0] > bare.shape[0] and picture.shape[1] > bare.shape[1]  # labels left, scale below
+    assert (picture[:, :20].sum(-1) < 200).any()  # dark text in the label strip
