@@ -87,11 +87,13 @@ def train(
     resume: Annotated[str | None, typer.Option(help="'auto' (newest checkpoint in the run folder) or a "
                                                     "checkpoint path")] = None,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes")] = 0,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard events to "
+                                              "RUN/tensorboard/ (pip install \"falcli\\[tensorboard]\")")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit")] = False,
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
     from falcli.console import console, print_recipe, progress_bar
-    from falcli.runtime import pick_device
+    from falcli.core.runtime import pick_device
 
     resolved = _resolve(recipe, set_, seed)
     pick_device(device)  # a wrong --device fails before anything is printed or written
@@ -113,9 +115,9 @@ def train(
             path = run_judge(resolved, out, device, resume=resume, on_progress=update)
         console.print(f"[green]done[/] → {path}")
         return
-    from falcli import train as training
+    from falcli.commands import train as training
 
-    options = training.RunOptions(out=out, device=device, resume=resume, workers=workers)
+    options = training.RunOptions(out=out, device=device, resume=resume, workers=workers, tensorboard=tensorboard)
     if quiet:
         training.run(resolved, options)
         return
@@ -168,7 +170,7 @@ def toy(
     quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
 ) -> None:
     """Reproduce the paper's 2D experiment: plain GAN vs FAL, same seed and budget; figure and per-step table."""
-    from falcli import toy as toy_experiment
+    from falcli.commands import toy_experiment
     from falcli.console import console
 
     resolved = _resolve(recipe, set_, None)
@@ -196,7 +198,7 @@ def ablate(
     import shlex
     import sys
 
-    from falcli import ablation
+    from falcli.commands import ablate as ablation
     from falcli.console import console, progress_bar
 
     resolved = _resolve(recipe, set_, None)
@@ -234,7 +236,7 @@ def edit_heatmaps(
 ) -> None:
     """EqGAN-SA spatial editing: the same samples with their heatmaps moved to each --centre."""
     from falcli.console import console
-    from falcli.methods.editing import edit_picture
+    from falcli.commands.edit_heatmaps import edit_picture
 
     path = edit_picture(ckpt, centre, out, count, seed, steps, width, device)
     console.print(f"[green]done[/] → {path} ({len(centre)} rows: heatmap, then {count} samples)")
@@ -256,7 +258,7 @@ def prepare(
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
     from falcli.console import console, progress_bar
-    from falcli.prepare import prepare as run_prepare
+    from falcli.commands.prepare import prepare as run_prepare
 
     if raw_argument is not None and raw is not None and raw_argument != raw:
         raise FalError(f"two raw downloads given ({raw_argument} and --raw {raw}); pass one")
@@ -317,7 +319,7 @@ def sample(
     """Write samples as files (PNG, .binvox or voxels.npy, points.npy) with their latents or inputs, for
     `fal refine`."""
     from falcli.console import console
-    from falcli.sample import BATCH_SIZE, SampleOptions, sample as run_sample
+    from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample
 
     options = SampleOptions(ckpt, out, count, steps, seed, device,
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
@@ -345,7 +347,7 @@ def refine(
 ) -> None:
     """Test-time feedback on existing samples: every step's output, D's heat maps, a grid and refine.json."""
     from falcli.console import console
-    from falcli.refine import RefineOptions, refine as run_refine
+    from falcli.commands.refine import RefineOptions, refine as run_refine
 
     options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed)
     with _stage_progress() as progress:
@@ -401,7 +403,7 @@ def evaluate(
 ) -> None:
     """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
     from falcli.console import console
-    from falcli.evaluate import EvaluateOptions, print_evaluation, run
+    from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run
 
     options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
                               allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
@@ -417,12 +419,14 @@ def evaluate(
 @app.command()
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fal train`")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file \\[default: RUN_DIR/report.html, "
-                                                                 "or report-2.html … when taken]")] = None,
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `fal train`, or folders of runs "
+                                                    "(e.g. an ablation's); several are compared on one page")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file \\[default: RUN/report.html for "
+                                                                 "one run, else compare.html in the runs' common "
+                                                                 "folder; -2, -3 … when taken]")] = None,
 ) -> None:
-    """One self-contained HTML page of a run: loss curves, metrics per step, samples with D's maps, recipe."""
+    """One self-contained HTML page: loss curves, metrics per step, samples with D's maps, recipe(s)."""
     from falcli.console import console
-    from falcli.report import write_report
+    from falcli.commands.report import write_report
 
-    console.print(f"[green]done[/] → {write_report(run_dir, out)}", soft_wrap=True)
+    console.print(f"[green]done[/] → {write_report(runs, out)}", soft_wrap=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from falcli import train
+from falcli.commands import train
 from falcli.errors import FalError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from falcli import checkpoint
+from falcli.core import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512", "train.batch_size=64",

@@ -9,7 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from falcli import checkpoint, graphs, train
+from falcli.core import checkpoint, cuda_graphs as graphs
+from falcli.commands import train
 from falcli.cli import app
 from falcli.config import load_recipe
 from falcli.errors import FalError

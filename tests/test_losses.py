@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
+from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 
 
 def test_vanilla_closed_form():

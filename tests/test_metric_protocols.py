@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from falcli.evaluate import EvaluateOptions, run
+from falcli.commands.evaluate.checkpoints import EvaluateOptions, run
 from falcli.metrics import image
 
 # --- SSIM ------------------------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_fcn_score_equals_pix2pix_get_scores_with_absent_classes():
 
 
 def test_colour_label_maps_ignore_void_colours_as_prepare_cityscapes_does(tmp_path):
-    from falcli.evaluate_files import read_label_map
+    from falcli.commands.evaluate.files import read_label_map
     from falcli.formats.cityscapes import colors_to_trainids
     from falcli.metrics.segmentation import CITYSCAPES_COLORS, CITYSCAPES_VOID_COLORS
 

@@ -71,7 +71,7 @@ def test_a_non_editable_install_ships_the_recipes(tmp_path):
 def test_a_shortened_run_keeps_the_translation_recipes_valid(name):
     # README's own example: --set train.iterations=N; the decay starts halfway through whatever N is.
     recipe = config.load_recipe(ROOT / "recipes" / f"{name}.yaml", ["train.iterations=100"])
-    from falcli import train
+    from falcli.commands import train
 
     assert recipe.train.decay_start == 50
     assert train.learning_rate_factor(recipe.train, 49) == 1.0
@@ -120,7 +120,7 @@ def test_a_one_point_loss_chart_draws_its_point():
     import numpy as np
     from PIL import Image
 
-    from falcli.report import loss_curves_png
+    from falcli.commands.report import loss_curves_png
 
     def blue(records):
         image = np.asarray(Image.open(io.BytesIO(loss_curves_png(records))).convert("RGB")).astype(int)
@@ -138,8 +138,8 @@ def test_sample_grids_carry_step_labels_and_d_colour_scale(tmp_path):
     import torch
     from PIL import Image
 
-    from falcli.feedback import unroll
-    from falcli.pictures import tile
+    from falcli.core.feedback import unroll
+    from falcli.core.pictures import tile
     from falcli.tasks import TASKS
 
     recipe = config.load_recipe(ROOT / "recipes" / "shapes.yaml")

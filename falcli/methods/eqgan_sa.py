@@ -279,7 +279,7 @@ def generator_terms(recipe, G, D, unrolled, batch) -> dict[str, torch.Tensor]:
 
 def training_code(rows: int, device: torch.device) -> torch.Tensor:
     """Codes for a training batch from the global RNG (a resumed run draws the same), global-batch aware."""
-    from falcli.runtime import rand_shard, randn_shard
+    from falcli.core.runtime import rand_shard, randn_shard
 
     shared = torch.rand((), device=device)  # one level-1 width per (global) minibatch; every process draws it
     return sample_code(rows, lambda *shape: randn_shard(*shape, device=device),

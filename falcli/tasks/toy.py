@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from falcli.errors import FalError
-from falcli.feedback import Unrolled, make_feedback_modules, unroll
+from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.metrics.toy import toy_metrics
-from falcli.runtime import randn_shard
+from falcli.core.runtime import randn_shard
 from falcli.tasks.base import Batch
 
 
@@ -155,7 +155,7 @@ class ToyTask:
         return {}
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
-        from falcli.plots import toy_steps_figure
+        from falcli.core.plots import toy_steps_figure
 
         toy_steps_figure(batch.real, unrolled, path)
 

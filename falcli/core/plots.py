@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import torch  # noqa: E402
 
-from falcli.feedback import Unrolled  # noqa: E402
+from falcli.core.feedback import Unrolled  # noqa: E402
 
 
 def _scatter_real(ax, real: torch.Tensor) -> None:

@@ -3,7 +3,7 @@
 At the paper's batch size a GAN step is hundreds of small kernels, and launching them from Python costs more
 than running them; a CUDA graph replays the recorded kernels with one launch. On an H100 that alone made the
 reference pix2pix step 2–3.4× faster (ecosystem.md §8). The maths are the step's own: the graph records
-`falcli.train.TrainStep.__call__`, the call that eager training makes.
+`falcli.commands.train.TrainStep.__call__`, the call that eager training makes.
 
 What capture needs, and how it gets it:
 - fixed shapes and addresses: each batch is copied into one static batch that the graph reads, and the

@@ -2,7 +2,7 @@
 
 Unconditional tasks draw latents from `--seed` (all at once, so they do not depend on the batch size) and keep
 them in latents.npy; translation translates the first `--count` validation inputs and keeps those in inputs/.
-`fal refine` reads such a folder and feeds back from the written samples (falcli/refine.py).
+`fal refine` reads such a folder and feeds back from the written samples (falcli/commands/refine.py).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from falcli import checkpoint
+from falcli.core import checkpoint
 from falcli.errors import FalError
-from falcli.feedback import unroll
-from falcli.sample_files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, condition_files_for, files_for, \
+from falcli.core.feedback import unroll
+from falcli.core.files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, condition_files_for, files_for, \
     fresh_folder, item_names, write_manifest
 from falcli.tasks.base import Batch
 
@@ -121,7 +121,7 @@ class SampleOptions:
 @torch.no_grad()
 def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: WarnFn = _warn) -> dict:
     """Write `count` samples of the last step into options.out; returns the manifest (fal-samples.json)."""
-    from falcli.runtime import pick_device
+    from falcli.core.runtime import pick_device
     from falcli.tasks import TASKS
 
     if options.count < 1:

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from falcli import checkpoint
+from falcli.core import checkpoint
 from falcli.errors import FalError
-from falcli.feedback import Unrolled, unroll
-from falcli.sample import BATCH_SIZE, ProgressFn, WarnFn, _warn, check_batch_size, check_steps, \
+from falcli.core.feedback import Unrolled, unroll
+from falcli.commands.sample import BATCH_SIZE, ProgressFn, WarnFn, _warn, check_batch_size, check_steps, \
     latent_width, latents_for, open_checkpoint, require_steps
-from falcli.sample_files import INPUTS, LATENTS, POINTS, Files, PointFiles, VoxelFiles, check_fresh, \
+from falcli.core.files import INPUTS, LATENTS, POINTS, Files, PointFiles, VoxelFiles, check_fresh, \
     condition_files_for, files_for, fresh_folder, item_names, list_files, match_names, read_latents, \
     read_manifest, read_points
 from falcli.tasks.base import Batch
@@ -86,7 +86,7 @@ class Collected:
 def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: WarnFn = _warn) -> dict:
     """Run the loop from the given samples and write everything into options.out; returns refine.json's
     content (scores per step, inversion errors)."""
-    from falcli.runtime import pick_device
+    from falcli.core.runtime import pick_device
     from falcli.tasks import TASKS
 
     require_steps(options.steps)
@@ -307,7 +307,7 @@ def invert_all(G: nn.Module, source: Source, batches: list[list[int]], recipe, o
 
 def _write_steps(out: Unrolled, names: list[str], files: Files, folder: Path, collected: Collected) -> None:
     """Each step's samples into step-t/, D's map of each into heatmaps/step-t/; scores summed per step."""
-    from falcli.pictures import save_png
+    from falcli.core.pictures import save_png
 
     for t, (x, logits) in enumerate(zip(out.samples, out.logits), start=1):
         collected.scores[t - 1] += float(torch.sigmoid(logits.float()).flatten(1).mean(1).sum())
@@ -323,7 +323,7 @@ def _write_steps(out: Unrolled, names: list[str], files: Files, folder: Path, co
 
 def _heatmaps(logits: torch.Tensor, x: torch.Tensor, size: int | None = None) -> np.ndarray:
     """D's map as (b, H, W, 3) pictures: images at their size; voxel maps seen from above (mean over z)."""
-    from falcli.pictures import heatmap
+    from falcli.core.pictures import heatmap
 
     if logits.dim() == 5:
         return heatmap(logits.float().mean(dim=-1), (size or x.shape[-1],) * 2)
@@ -345,7 +345,7 @@ def _collect(out: Unrolled, condition: torch.Tensor | None, reconstruction: torc
 def _write_figure(recipe, files: Files, collected: Collected, folder: Path) -> str:
     """Toy: every step's points (step-t/points.npy) and a scatter figure; others: the grid picture."""
     if isinstance(files, PointFiles):
-        from falcli.plots import toy_steps_figure
+        from falcli.core.plots import toy_steps_figure
         from falcli.tasks.toy import sample_mixture
 
         steps = [torch.cat(points) for points in collected.points]
@@ -354,7 +354,7 @@ def _write_figure(recipe, files: Files, collected: Collected, folder: Path) -> s
         real = sample_mixture(recipe.data, 2000, torch.Generator().manual_seed(recipe.seed + 1))
         toy_steps_figure(real, Unrolled(steps, []), folder / "scatter.png")
         return "scatter.png"
-    from falcli.pictures import save_png, tile
+    from falcli.core.pictures import save_png, tile
 
     save_png(tile(grid_rows(files, collected)), folder / "grid.png")
     return "grid.png"
@@ -362,11 +362,11 @@ def _write_figure(recipe, files: Files, collected: Collected, folder: Path) -> s
 
 def grid_rows(files: Files, collected: Collected) -> list[list[np.ndarray]]:
     """One row per sample: input (translation) | G(z*) (after inversion) | t = 1..T | D's map at t = 1..T."""
-    from falcli.pictures import to_uint8
+    from falcli.core.pictures import to_uint8
 
     def pictures(x: torch.Tensor) -> list[np.ndarray]:
         if isinstance(files, VoxelFiles):
-            from falcli.render import render_voxels
+            from falcli.core.render import render_voxels
             from falcli.tasks.voxel import occupancy
 
             return [render_voxels(g, TILE) for g in occupancy(x)]

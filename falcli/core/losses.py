@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from falcli.runtime import rand_shard  # the same draws with one process or several
+from falcli.core.runtime import rand_shard  # the same draws with one process or several
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
