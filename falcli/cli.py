@@ -333,32 +333,58 @@ def sample(
 @user_errors
 def refine(
     ckpt: GeneratorCkptOpt,
-    steps: Annotated[int, typer.Option(help="Steps: 1 = the input itself, then one pass of G per step")],
-    input_: Annotated[Path, typer.Option("--input", help="Samples: a `fal sample` folder, a folder of outputs "
-                                                         "(PNG/.binvox), or toy points .npy")],
-    out: FreshOutOpt,
+    steps: Annotated[int | None, typer.Option(help="fal: steps, 1 = the input itself, then one pass of G per step "
+                                                   "\\[default: the recipe's]; dot-*, gradient: recorded points of "
+                                                   "the iteration, first = start, last = final \\[default: 2]")] = None,
+    input_: Annotated[Path | None, typer.Option("--input", help="Samples: a `fal sample` folder, a folder of "
+                                                "outputs (PNG/.binvox), or toy points .npy \\[default: the run's "
+                                                "own `fal sample` folder of this checkpoint, else fresh draws]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="New output folder (refused when not empty) "
+                                             "\\[default: a new RUN/refine-K]")] = None,
+    method: Annotated[str, typer.Option(help="fal (the feedback loop), dot-latent, dot-sample, gradient or "
+                                             "drs")] = "fal",
     inputs: Annotated[Path | None, typer.Option(help="Translation: the input images of --input's outputs, "
                                                      "matched by file name")] = None,
     invert_iterations: Annotated[int | None, typer.Option(help="Samples without latents: Adam iterations "
                                                                "to find them by inversion first")] = None,
+    count: Annotated[int | None, typer.Option(help="Fresh draws, and drs's accepted samples \\[default: the "
+                                                   "recipe's evaluate.num_samples]")] = None,
+    iterations: Annotated[int | None, typer.Option(help="dot-*, gradient: optimiser steps \\[default: 30 / "
+                                                        "20]")] = None,
+    lr: Annotated[float | None, typer.Option(help="dot-*: Adam's rate \\[0.01]; gradient: the step size "
+                                                  "\\[0.3]")] = None,
+    k_eff: Annotated[float | None, typer.Option(help="dot-*: D's Lipschitz constant \\[default: estimated over "
+                                                     "random pairs]")] = None,
+    drs_percentile: Annotated[float, typer.Option(help="drs: γ = this percentile of F over the burn-in")] = 80.0,
+    drs_burn_in: Annotated[int, typer.Option(help="drs: draws that set D's maximum logit and γ")] = 10_000,
+    drs_max_draws: Annotated[int | None, typer.Option(help="drs: give up after this many draws \\[default: 100 "
+                                                           "× count]")] = None,
     device: DeviceOpt = "auto",
     batch_size: SampleBatchOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the inversion's starting latents")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of fresh draws and of the inversion's starting latents")] = 0,
 ) -> None:
-    """Test-time feedback on existing samples: every step's output, D's heat maps, a grid and refine.json."""
+    """Refine samples with D: FAL's feedback loop or a reference method; every step's output, D's heat maps, a
+    grid and refine.json."""
     from falcli.console import console
     from falcli.commands.refine import RefineOptions, refine as run_refine
 
-    options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed)
+    options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed,
+                            method=method, count=count, iterations=iterations, lr=lr, k_eff=k_eff,
+                            drs_percentile=drs_percentile, drs_burn_in=drs_burn_in, drs_max_draws=drs_max_draws)
     with _stage_progress() as progress:
-        result = run_refine(options, on_progress=progress)
+        result = run_refine(options, on_progress=progress, say=lambda line: console.print(line, markup=False,
+                                                                                           soft_wrap=True))
     if result["inversion"]:
         inversion = result["inversion"]
         console.print(f"inversion: reconstruction error (MSE) {inversion['error_start']:.4f} → "
                       f"{inversion['error']:.4f} after {_count(inversion['iterations'], 'iteration')}")
+    if result.get("drs"):
+        drs = result["drs"]
+        console.print(f"drs: accepted {drs['accepted']} of {drs['draws']} draws (acceptance {drs['acceptance']:.1%})")
     scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_real_probability"], start=1))
     console.print(f"D's mean score σ(D) per step  {scores}")
-    console.print(f"[green]done[/] → {out} ({_count(result['count'], 'sample')}, {_count(result['steps'], 'step')})")
+    console.print(f"[green]done[/] → {result['out']} ({_count(result['count'], 'sample')}, "
+                  f"{_count(result['steps'], 'step')}, {result['method']})")
 
 
 @app.command()

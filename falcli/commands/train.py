@@ -164,7 +164,8 @@ def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig,
 
 @dataclass(frozen=True)
 class TrainStep:
-    """What one iteration updates; `step(batch, iteration)` runs it and returns its losses, on the device.
+    """What one iteration updates; `step(batch, iteration)` runs it and returns its losses, on the device and
+    detached from autograd.
 
     `run` calls it once per iteration; benchmarks/train_speed.py times the very same call.
     """
@@ -228,7 +229,10 @@ class TrainStep:
         _step(opt_D, loss_D)
         G.requires_grad_(True)
         stats["loss/D"] = loss_D
-        return stats
+        # Detached: a loss kept with its autograd graph (the caller sums them until the logging interval, a
+        # captured graph keeps its static ones) would keep this step's AccumulateGrad nodes alive into the
+        # next backward, which then runs on another stream (warm-up → capture) and breaks the capture.
+        return {key: value.detach() for key, value in stats.items()}
 
 
 # --- the step's helpers ---
