@@ -35,12 +35,12 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except FalError as error:
-            from falcli.console import print_error
+            from falcli.console import print_error  # keeps --help fast
 
             print_error(str(error))
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            from falcli.console import print_error
+            from falcli.console import print_error  # keeps --help fast
 
             print_error("interrupted; what was finished is kept (a run continues from its last checkpoint with "
                         "--resume auto)")
@@ -69,7 +69,7 @@ def _exit_on_sigterm(signum: int, frame) -> None:
 
 
 def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):
-    from falcli.config import load_recipe
+    from falcli.config import load_recipe  # keeps --help fast
 
     overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
     return load_recipe(recipe, overrides)
@@ -89,8 +89,8 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit")] = False,
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
-    from falcli.console import console, print_recipe, progress_bar
-    from falcli.core.runtime import pick_device
+    from falcli.console import console, print_recipe, progress_bar  # keeps --help fast
+    from falcli.core.runtime import pick_device  # keeps --help fast
 
     resolved = _resolve(recipe, set_, seed)
     pick_device(device)  # a wrong --device fails before anything is printed or written
@@ -99,10 +99,10 @@ def train(
         print_recipe(resolved)
     if dry_run:
         raise typer.Exit()
-    from falcli.judges import JudgeRecipe
+    from falcli.judges import JudgeRecipe  # keeps --help fast
 
     if isinstance(resolved, JudgeRecipe):
-        from falcli.judges.run import run_judge
+        from falcli.judges.run import run_judge  # keeps --help fast
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise FalError("judges train in one process (a few minutes): run `fal train` on this recipe without "
@@ -112,7 +112,7 @@ def train(
             path = run_judge(resolved, out, device, resume=resume, on_progress=update)
         console.print(f"[green]done[/] → {path}")
         return
-    from falcli.commands import train as training
+    from falcli.commands import train as training  # keeps --help fast
 
     options = training.RunOptions(out=out, device=device, resume=resume, workers=workers)
     if quiet:
@@ -135,8 +135,8 @@ def toy(
     quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
 ) -> None:
     """Reproduce the paper's 2D experiment: plain GAN vs FAL, same seed and budget; figure and per-step table."""
-    from falcli.commands import toy_experiment
-    from falcli.console import console
+    from falcli.commands import toy_experiment  # keeps --help fast
+    from falcli.console import console  # keeps --help fast
 
     resolved = _resolve(recipe, set_, None)
     out = out or Path("runs") / f"{resolved.name}-experiment"
@@ -163,8 +163,8 @@ def ablate(
     import shlex
     import sys
 
-    from falcli.commands import ablate as ablation
-    from falcli.console import console, progress_bar
+    from falcli.commands import ablate as ablation  # keeps --help fast
+    from falcli.console import console, progress_bar  # keeps --help fast
 
     resolved = _resolve(recipe, set_, None)
     names = ablation.parse_configs(configs)
@@ -200,8 +200,8 @@ def edit_heatmaps(
     device: DeviceOpt = "auto",
 ) -> None:
     """EqGAN-SA spatial editing: the same samples with their heatmaps moved to each --centre."""
-    from falcli.console import console
-    from falcli.commands.edit_heatmaps import edit_picture
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.edit_heatmaps import edit_picture  # keeps --help fast
 
     path = edit_picture(ckpt, centre, out, count, seed, steps, width, device)
     console.print(f"[green]done[/] → {path} ({len(centre)} rows: heatmap, then {count} samples)")
@@ -222,8 +222,8 @@ def prepare(
     count: Annotated[int | None, typer.Option(help="Training items of a built-in dataset [default: 2000]")] = None,
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
-    from falcli.console import console, progress_bar
-    from falcli.commands.prepare import prepare as run_prepare
+    from falcli.console import console, progress_bar  # keeps --help fast
+    from falcli.commands.prepare import prepare as run_prepare  # keeps --help fast
 
     if raw_argument is not None and raw is not None and raw_argument != raw:
         raise FalError(f"two raw downloads given ({raw_argument} and --raw {raw}); pass one")
@@ -254,7 +254,7 @@ SampleBatchOpt = Annotated[int | None, typer.Option(help="Samples per forward pa
 @contextlib.contextmanager
 def _stage_progress():
     """update(description, done, total) for a bar opened on first use, so early errors print no empty bar."""
-    from falcli.console import progress_bar
+    from falcli.console import progress_bar  # keeps --help fast
 
     with contextlib.ExitStack() as stack:
         bars: dict = {}
@@ -283,8 +283,8 @@ def sample(
 ) -> None:
     """Write samples as files (PNG, .binvox or voxels.npy, points.npy) with their latents or inputs, for
     `fal refine`."""
-    from falcli.console import console
-    from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample  # keeps --help fast
 
     options = SampleOptions(ckpt, out, count, steps, seed, device,
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
@@ -311,8 +311,8 @@ def refine(
     seed: Annotated[int, typer.Option(help="Seed of the inversion's starting latents")] = 0,
 ) -> None:
     """Test-time feedback on existing samples: every step's output, D's heat maps, a grid and refine.json."""
-    from falcli.console import console
-    from falcli.commands.refine import RefineOptions, refine as run_refine
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.refine import RefineOptions, refine as run_refine  # keeps --help fast
 
     options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed)
     with _stage_progress() as progress:
@@ -363,8 +363,8 @@ def evaluate(
     eigen_crop: Annotated[bool, typer.Option("--eigen-crop", help="depth on files: Eigen's NYU crop")] = False,
 ) -> None:
     """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
-    from falcli.console import console
-    from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run  # keeps --help fast
 
     options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
                               allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
@@ -384,7 +384,7 @@ def report(
                                                                  "or report-2.html … when taken]")] = None,
 ) -> None:
     """One self-contained HTML page of a run: loss curves, metrics per step, samples with D's maps, recipe."""
-    from falcli.console import console
-    from falcli.commands.report import write_report
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.report import write_report  # keeps --help fast
 
     console.print(f"[green]done[/] → {write_report(run_dir, out)}", soft_wrap=True)

@@ -200,7 +200,7 @@ def check_scorable(recipe: Recipe) -> None:
     from falcli.commands.evaluate.fid import INCEPTION_MIN_IMAGES
     from falcli.metrics.weights import INCEPTION_FID, _candidates
 
-    if recipe.task != "image":
+    if not {"eqgan_sa", "glead"} <= TASKS[recipe.task].supports_methods:  # the variants switch both on
         raise FalError(f"fal ablate scores image runs by FID; this recipe's task is {recipe.task!r} (the methods "
                        f"are image-task switches)")
     samples = recipe.evaluate.num_samples

@@ -28,8 +28,9 @@ from falcli.core.feedback import Unrolled, unroll
 from falcli.commands.sample import BATCH_SIZE, ProgressFn, WarnFn, _warn, check_batch_size, check_steps, \
     latent_width, latents_for, open_checkpoint, require_steps
 from falcli.core.files import INPUTS, LATENTS, POINTS, Files, PointFiles, VoxelFiles, check_fresh, \
-    condition_files_for, files_for, fresh_folder, item_names, list_files, match_names, read_latents, \
+    fresh_folder, item_names, list_files, match_names, read_latents, \
     read_manifest, read_points
+from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 
 GRID_ROWS = 8                           # samples shown in the grid picture
@@ -87,8 +88,6 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
     """Run the loop from the given samples and write everything into options.out; returns refine.json's
     content (scores per step, inversion errors)."""
     from falcli.core.runtime import pick_device
-    from falcli.tasks import TASKS
-
     require_steps(options.steps)
     if options.invert_iterations is not None and options.invert_iterations < 1:
         raise FalError(f"--invert-iterations must be >= 1 (got {options.invert_iterations})")
@@ -144,11 +143,11 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
 
 def plan(options: RefineOptions, recipe, warn: WarnFn) -> Source:
     """Read --input (and --inputs): a `fal sample` folder, translation outputs + inputs, or plain samples."""
-    path, files = Path(options.input), files_for(recipe)
+    path, files = Path(options.input), TASKS[recipe.task].sample_files(recipe)
     if not path.exists():
         raise FalError(f"--input {path}: no such file or folder")
     manifest = read_manifest(path) if path.is_dir() else None
-    conditional = recipe.task == "translation"
+    conditional = TASKS[recipe.task].conditional
     if options.inputs is not None and not conditional:
         raise FalError(f"--inputs is for translation checkpoints; {options.checkpoint} is of task {recipe.task!r}")
     if options.invert_iterations is not None and conditional:
@@ -204,10 +203,11 @@ def _from_manifest(path: Path, manifest: dict, options: RefineOptions, recipe, f
                        f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}); write them again with "
                        f"`fal sample`")
     load = _loader(files, [found[n] for n in names])
-    if recipe.task == "translation":
-        inputs = list_files(path / INPUTS, condition_files_for(recipe), "inputs of")
+    conditions = _condition_files(recipe)
+    if conditions is not None:
+        inputs = list_files(path / INPUTS, conditions, "inputs of")
         match_names({n: found[n] for n in names}, inputs, path, path / INPUTS)
-        return Source(names, files, load, _loader(condition_files_for(recipe), [inputs[n] for n in names]),
+        return Source(names, files, load, _loader(conditions, [inputs[n] for n in names]),
                       batch_size=batch_size, kind="fal samples")
     return Source(names, files, load, latents=read_latents(path, len(names), latent_width(recipe)),
                   batch_size=batch_size, kind="fal samples")
@@ -218,7 +218,7 @@ def _from_translation_files(path: Path, options: RefineOptions, recipe, files: F
         raise FalError(f"--input {path}: translation outputs without their inputs; pass --inputs DIR with the "
                        f"input images, matched to the outputs by file name")
     outputs = list_files(path, files, task=recipe.task)
-    conditions = condition_files_for(recipe)
+    conditions = _condition_files(recipe)
     inputs = list_files(options.inputs, conditions, "--inputs")
     match_names(outputs, inputs, path, Path(options.inputs))
     names = sorted(outputs)
@@ -241,6 +241,10 @@ def _from_plain_samples(path: Path, options: RefineOptions, recipe, files: Files
                        f"--invert-iterations K (e.g. 300) to find them by inversion first")
     source.invert = True
     return source
+
+
+def _condition_files(recipe) -> Files | None:
+    return TASKS[recipe.task].condition_files(recipe)
 
 
 def _loader(files: Files, paths: list[Path]) -> Callable[[list[int]], torch.Tensor]:

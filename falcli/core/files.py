@@ -148,38 +148,7 @@ class PointFiles:
         np.save(folder / POINTS, x.detach().float().cpu().numpy())
 
 
-Files = ImageFiles | VoxelFiles | PointFiles
-
-
-def files_for(recipe) -> Files:
-    """How the checkpoint's samples are stored: its task's outputs (translation: the targets)."""
-    if recipe.task == "toy":
-        return PointFiles()
-    if recipe.task == "voxel":
-        return VoxelFiles(recipe.data.resolution)
-    if recipe.task == "image":
-        return ImageFiles(recipe.data.image_size, 3)
-    pairing = _pairing(recipe)
-    from falcli.tasks.translation.data import resize_mode
-
-    depth = pairing.depth_range if pairing.target_is_depth else None
-    return ImageFiles(recipe.data.image_size, pairing.target_channels,
-                      resize_mode(pairing.target_field, pairing.meta, depth is not None), depth, "outputs")
-
-
-def condition_files_for(recipe) -> ImageFiles:
-    """Translation: how the condition images (G's inputs) are stored."""
-    from falcli.tasks.translation.data import resize_mode
-
-    pairing = _pairing(recipe)
-    return ImageFiles(recipe.data.image_size, pairing.input_channels,
-                      resize_mode(pairing.input_field, pairing.meta, False), None, "inputs")
-
-
-def _pairing(recipe):
-    from falcli.tasks import TASKS
-
-    return TASKS["translation"].pairing(recipe)
+Files = ImageFiles | VoxelFiles | PointFiles  # which one a checkpoint's samples use: task.sample_files(recipe)
 
 
 # --- listing and reading ---

@@ -10,6 +10,7 @@ import numpy as np
 
 from falcli.data.noise import upsample_bilinear
 from falcli.errors import FalError
+from falcli.metrics.segmentation import CITYSCAPES_COLORS
 
 SIZES = (32, 64, 128, 256)
 
@@ -29,15 +30,6 @@ STREETS_CLASSES: dict[int, str] = {
 }
 
 # The standard Cityscapes palette, indexed by train id (0..18); 255 (ignore) is black.
-CITYSCAPES_COLORS = np.array(
-    [
-        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-        (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)
 _LUT = np.zeros((256, 3), np.uint8)
 _LUT[: len(CITYSCAPES_COLORS)] = CITYSCAPES_COLORS
 
@@ -80,11 +72,6 @@ def meta() -> dict:
         "eval_fields": {"segmentation": "label_trainid", "depth": "depth"},
         "depth_range": [0.0, MAX_DEPTH],
     }
-
-
-def trainid_to_color(ids: np.ndarray) -> np.ndarray:
-    """Cityscapes colours for train ids: (...,) integer -> (..., 3) uint8; unknown ids are black."""
-    return _LUT[np.asarray(ids).astype(np.uint8)]
 
 
 def color_to_trainid(rgb: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from falcli.errors import FalError
 from falcli.formats.archive import DirSource, Source, is_archive, open_source
 from falcli.formats.images import decode_image, resize, resize_array, to_array
 from falcli.formats.store import DatasetWriter, Progress, created_by, write_split
+from falcli.metrics.segmentation import CITYSCAPES_COLORS
 
 # cityscapesScripts labels.py: label id -> train id (every other id in 0..33 is ignored = 255).
 ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
@@ -23,10 +24,7 @@ IGNORE = 255
 TRAINID_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                  "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
                  "motorcycle", "bicycle")
-TRAINID_COLORS = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-                  (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-                  (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-                  (0, 80, 100), (0, 0, 230), (119, 11, 32))
+TRAINID_COLORS = tuple(tuple(rgb) for rgb in CITYSCAPES_COLORS.tolist())  # the one palette, as tuples
 # Colours of the ignored classes in *_gtFine_color.png (unlabeled, dynamic, ground, parking, rail track,
 # guard rail, bridge, tunnel, caravan, trailer), so that nearest-colour lookup can return "ignore" too.
 VOID_COLORS = ((0, 0, 0), (111, 74, 0), (81, 0, 81), (250, 170, 160), (230, 150, 140), (180, 165, 180),

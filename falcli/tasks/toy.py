@@ -14,7 +14,8 @@ from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.metrics.toy import toy_metrics
 from falcli.core.runtime import randn_shard
-from falcli.tasks.base import Batch
+from falcli.core.files import PointFiles
+from falcli.tasks.base import Batch, EvaluatePaths
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,11 @@ class ToyTask:
     DataConfig = DataConfig
     ModelConfig = ModelConfig
     dims = 0
+    conditional = False
+    supports_methods: frozenset[str] = frozenset()
+    checkpoint_metrics = ("toy",)
+    samples_caption = "One panel per feedback step: real points in grey, the step's samples in blue."
+    array_export = None                 # the points already are one array (points.npy)
 
     def validate(self, recipe) -> None:
         if recipe.loss.l1_weight:
@@ -159,8 +165,17 @@ class ToyTask:
 
         toy_steps_figure(batch.real, unrolled, path)
 
+    def evaluation_pool(self, recipe) -> int | None:
+        return None
+
+    def sample_files(self, recipe) -> PointFiles:
+        return PointFiles()
+
+    def condition_files(self, recipe) -> None:
+        return None
+
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                 num_samples: int) -> list[dict[str, float]]:
+                 num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
         batch = self.fixed_batch(recipe, device, num_samples)
         with torch.no_grad():
             result = unroll(G, D, batch.gen_input, None, steps, recipe.feedback,

@@ -249,27 +249,33 @@ def run_dir_of(path: Path) -> Path:
     return folder
 
 
-def restore(metric: str, options: EvaluateOptions, tasks: tuple[str, ...] | None, notes: list[str]) -> Restored:
-    """Rebuild the checkpoint of --ckpt; FalError when its task is not one of `tasks` (None = any)."""
+def scoring_tasks(metric: str) -> tuple[str, ...]:
+    """The tasks whose checkpoints `metric` scores (each task lists its metrics in checkpoint_metrics)."""
+    from falcli.tasks import TASKS
+
+    return tuple(name for name, task in TASKS.items() if metric in task.checkpoint_metrics)
+
+
+def restore(metric: str, options: EvaluateOptions, any_task: bool, notes: list[str]) -> Restored:
+    """Rebuild the checkpoint of --ckpt; FalError when `metric` does not score its task (unless any_task)."""
     from falcli.core import checkpoint
+    from falcli.tasks import TASKS
 
     path = resolve_checkpoint(options.ckpt)
     device = pick_device(options.device)
     recipe, G, D, G_ema, payload = checkpoint.restore(path, device)
-    if tasks is not None and recipe.task not in tasks:
+    tasks = scoring_tasks(metric)
+    if not any_task and recipe.task not in tasks:
         raise FalError(f"{path}: a checkpoint of task {recipe.task!r}, but `fal evaluate {metric}` scores "
                        f"{' or '.join(repr(t) for t in tasks)} checkpoints; `fal evaluate all --ckpt {path}` "
                        f"runs its task's own metrics")
     steps = checkpoint_steps(options.steps, recipe.feedback, notes)
     num_samples = options.num_samples or recipe.evaluate.num_samples
-    if recipe.task == "translation":  # scored on the val pairs: never more than there are
-        from falcli.tasks import TASKS
-
-        available = len(TASKS["translation"].make_dataset(recipe, "val"))
-        if num_samples > available:
-            notes.append(f"{num_samples} samples asked for, but the val split has {available} pairs: all of them "
-                         f"are scored")
-            num_samples = available
+    available = TASKS[recipe.task].evaluation_pool(recipe)  # translation: the val pairs
+    if available is not None and num_samples > available:
+        notes.append(f"{num_samples} samples asked for, but the val split has {available} pairs: all of them "
+                     f"are scored")
+        num_samples = available
     info = {"path": str(path), "task": recipe.task, "iteration": payload["iteration"],
             "generator": "G_ema" if G_ema is not None else "G", "steps": steps,
             "trained_steps": recipe.feedback.steps, "num_samples": num_samples}
@@ -348,8 +354,8 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     from falcli.tasks.translation import evaluate as translation_eval
 
     notes: list[str] = []
-    ck = restore(metric, options, ("translation",), notes)
-    pairing = TASKS["translation"].pairing(ck.recipe)
+    ck = restore(metric, options, False, notes)
+    pairing = TASKS[ck.recipe.task].pairing(ck.recipe)
     direction = ck.recipe.data.direction or pairing.meta.get("default_direction")
     reasons: list[str] = []
     if metric == "lpips" and translation_eval._open_lpips(options.weights, ck.device, ck.recipe.data.image_size,
@@ -365,7 +371,7 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     if metric == "depth" and not pairing.target_is_depth:
         raise FalError(f"{ck.path}: direction {direction!r} makes no depth maps; depth scores photo → depth "
                        f"checkpoints (or two folders of depth maps)")
-    if metric == "depth" and "depth" not in TASKS["translation"].make_dataset(ck.recipe, "val").arrays:
+    if metric == "depth" and "depth" not in TASKS[ck.recipe.task].make_dataset(ck.recipe, "val").arrays:
         raise FalError(f"{ck.recipe.data.root}: stores no depth in metres (meta.json eval_fields.depth); prepare "
                        f"the dataset again with this version of fal")
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
@@ -387,7 +393,7 @@ def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -
         raise FalError("--class: a checkpoint is scored on the classes it was trained on (data.classes); "
                        "drop --class")
     notes: list[str] = []
-    ck = restore(metric, options, ("voxel",), notes)
+    ck = restore(metric, options, False, notes)
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
         rows = evaluate_voxel(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, judge_path=options.judge)
     return ck.evaluation(metric, _selected(rows, SELECT[metric]), notes, {"judge": str(options.judge or "default")})
@@ -398,9 +404,9 @@ def _toy_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> 
     from falcli.tasks import TASKS
 
     notes: list[str] = []
-    ck = restore(metric, options, ("toy",), notes)
+    ck = restore(metric, options, False, notes)
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
-        rows = TASKS["toy"].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples)
+        rows = TASKS[ck.recipe.task].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples)
     return ck.evaluation(metric, rows, notes, {"mixture": ck.recipe.data.mixture})
 
 
@@ -418,15 +424,19 @@ def _checkpoint_or_files(on_checkpoint: MetricFn, on_files: FilesFn) -> MetricFn
 # --- all: the task's default metrics ---
 
 def _all(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
-    """task.evaluate of the checkpoint's task (translation and voxel also take --seg-weights, --weights and
-    --judge); a recipe's evaluate.metrics keeps only those metrics' keys."""
+    """task.evaluate of the checkpoint's task, given --weights, --seg-weights and --judge (EvaluatePaths); a
+    recipe's evaluate.metrics keeps only those metrics' keys."""
+    from falcli.tasks import TASKS
+    from falcli.tasks.base import EvaluatePaths
+
     if options.ckpt is None:
         raise FalError("`fal evaluate all` needs --ckpt CKPT (a checkpoint or its run folder)")
     notes: list[str] = []
-    ck = restore(metric, options, None, notes)
-    defaults = TASK_DEFAULTS.get(ck.recipe.task, _task_defaults)
+    ck = restore(metric, options, True, notes)
+    paths = EvaluatePaths(weights=options.weights, seg_weights=options.seg_weights, judge=options.judge,
+                          allow_unofficial_weights=options.allow_unofficial_weights, note=notes.append)
     with _busy(progress, f"all {ck.path.name}, {ck.steps} steps"):
-        rows = defaults(ck, options, notes.append)
+        rows = TASKS[ck.recipe.task].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, paths)
     wanted = ck.recipe.evaluate.metrics
     if wanted:
         rows = _selected(rows, tuple(n for name in wanted for n in SELECT.get(name, (name,))))
@@ -435,37 +445,6 @@ def _all(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
                            f"fix the recipe's evaluate.metrics (empty = all of them)")
     return ck.evaluation(metric, rows, notes)
 
-
-def _task_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.tasks import TASKS
-
-    return TASKS[ck.recipe.task].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples)
-
-
-def _translation_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.tasks.translation import evaluate_translation
-
-    return evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
-                                lpips_weights=options.weights, seg_weights=options.seg_weights, note=note,
-                                allow_unofficial_weights=options.allow_unofficial_weights)
-
-
-def _voxel_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.tasks.voxel import evaluate_voxel
-
-    return evaluate_voxel(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, judge_path=options.judge)
-
-
-def _image_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.commands.evaluate.fid import evaluate_image_steps
-    from falcli.tasks import TASKS
-
-    return evaluate_image_steps(TASKS["image"], ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
-                                say=note, weights=options.weights,
-                                allow_unofficial=options.allow_unofficial_weights)
-
-
-TASK_DEFAULTS = {"translation": _translation_defaults, "voxel": _voxel_defaults, "image": _image_defaults}
 
 METRICS: dict[str, MetricFn] = {
     "fid": _fid,                        # the FID engine reads folders, .npz and checkpoints itself

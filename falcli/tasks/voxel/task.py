@@ -22,7 +22,8 @@ from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.nn.dims import conv_nd, conv_transpose_nd, norm_nd
 from falcli.core.runtime import randn_shard
-from falcli.tasks.base import Batch
+from falcli.core.files import VoxelFiles
+from falcli.tasks.base import Batch, EvaluatePaths
 
 RESOLUTIONS = (16, 32, 64)
 PRIMITIVES_SEEDS = {"train": 0, "val": 1}  # fixed: every run and the judge see the same built-in shapes
@@ -400,6 +401,12 @@ class VoxelTask:
     DataConfig = DataConfig
     ModelConfig = ModelConfig
     dims = 3
+    conditional = False
+    supports_methods: frozenset[str] = frozenset()
+    checkpoint_metrics = ("voxel-accuracy",)
+    samples_caption = ("First row: real data; then for each step t its samples and, below, D's map σ(D) "
+                       "(red = fake, blue = real).")
+    array_export = staticmethod(occupancy)  # `fal sample --voxels npy`: (N, R, R, R) uint8, z up
 
     def validate(self, recipe) -> None:
         if recipe.loss.l1_weight:
@@ -443,7 +450,17 @@ class VoxelTask:
 
         save_png(steps_picture(batch.real, unrolled), path)
 
+    def evaluation_pool(self, recipe) -> int | None:
+        return None
+
+    def sample_files(self, recipe) -> VoxelFiles:
+        return VoxelFiles(recipe.data.resolution)
+
+    def condition_files(self, recipe) -> None:
+        return None
+
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                 num_samples: int) -> list[dict[str, float]]:
-        return evaluate_voxel(G, D, recipe, device, steps, num_samples)
+                 num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
+        return evaluate_voxel(G, D, recipe, device, steps, num_samples,
+                              judge_path=None if paths is None else paths.judge)
 
