@@ -2,9 +2,9 @@
 
 - no import cycle among module-level imports, and, with imports inside functions, none but the KNOWN_CYCLES
   once the known upward imports are set aside;
-- the layering cli → commands → tasks/methods/judges → core/nn → metrics/formats/data → console/config → errors:
-  a module imports only its own layer or lower ones. The upward imports that remain are listed in UPWARD (each is a
-  debt of issue 13); a new one fails here, and one that is gone must be struck from the list;
+- the layering cli → commands → tasks/methods/judges → core/nn → metrics/formats/data → console/config/fileio →
+  errors: a module imports only its own layer or lower ones. The upward imports that remain are listed in UPWARD
+  (each a debt of issue 13); a new one fails here, and one that is gone must be struck from the list;
 - imports inside functions: only where a comment on the line says it keeps `--help` fast, plus the per-module
   counts in INNER that remain from before (they may only go down).
 
@@ -22,7 +22,7 @@ LAZY_MARK = "keeps --help fast"
 
 # Lower number = lower layer. The first matching prefix wins.
 LAYERS = [
-    ("falcli.errors", 0), ("falcli.config", 1), ("falcli.console", 1),
+    ("falcli.errors", 0), ("falcli.config", 1), ("falcli.console", 1), ("falcli.fileio", 1),
     ("falcli.metrics", 2), ("falcli.formats", 2), ("falcli.data", 2),
     ("falcli.core", 3), ("falcli.nn", 3),
     ("falcli.tasks", 4), ("falcli.methods", 4), ("falcli.judges", 4),
@@ -37,17 +37,16 @@ UPWARD = {
     ("falcli.config", "falcli.tasks"),             # … and the task registry (split: a leaf config + recipes.py)
     ("falcli.core.checkpoint", "falcli.tasks"),    # restore() rebuilds networks through the task
     ("falcli.core.files", "falcli.tasks.translation.data"),  # ImageFiles: resize and the depth encoding
-    ("falcli.core.files", "falcli.tasks.voxel"),   # VoxelFiles: occupancy threshold
     ("falcli.tasks.image.task", "falcli.commands.evaluate.fid"),  # evaluate() is the FID engine's image steps
     ("falcli.tasks.translation.data", "falcli.commands.prepare"),  # PREPARERS names `fal prepare` datasets
 }
 
 # Same-layer cycles still in the code (through imports inside functions); they may only shrink.
 KNOWN_CYCLES = [
-    # judges train themselves on demand (judges.run) and the voxel judge reads the voxel task's data, while
-    # the voxel task's evaluation opens the judge: to go with judges/provision.py called by commands only
+    # judges train themselves on demand (classifier → run → the JUDGES registry → classifier), and load()
+    # looks the registry up: to go with a judges/provision.py called by commands only
     ["falcli.judges", "falcli.judges.base", "falcli.judges.classifier", "falcli.judges.run",
-     "falcli.judges.voxel_classifier", "falcli.tasks.voxel", "falcli.tasks.voxel.task"],
+     "falcli.judges.voxel_classifier"],
     # evaluate_translation looks its task up in TASKS; the task calls evaluate_translation
     ["falcli.tasks", "falcli.tasks.translation", "falcli.tasks.translation.evaluate",
      "falcli.tasks.translation.task"],
@@ -58,11 +57,12 @@ INNER = {
     "falcli.commands.ablate": 7, "falcli.commands.edit_heatmaps": 4, "falcli.commands.evaluate.checkpoints": 16,
     "falcli.commands.evaluate.fid": 8, "falcli.commands.evaluate.files": 13, "falcli.commands.refine": 9,
     "falcli.commands.report": 4, "falcli.commands.sample": 3, "falcli.commands.toy_experiment": 2,
-    "falcli.config": 4, "falcli.core.checkpoint": 2, "falcli.core.files": 6, "falcli.judges.base": 3,
+    "falcli.config": 4, "falcli.core.checkpoint": 2, "falcli.core.files": 5, "falcli.judges.base": 3,
     "falcli.judges.classifier": 4, "falcli.judges.voxel_classifier": 3, "falcli.methods": 3,
     "falcli.methods.eqgan_sa": 1, "falcli.methods.glead": 3, "falcli.tasks.base": 2, "falcli.tasks.image.task": 7,
     "falcli.tasks.toy": 1, "falcli.tasks.translation.data": 1, "falcli.tasks.translation.evaluate": 5,
-    "falcli.tasks.translation.task": 1, "falcli.tasks.voxel.task": 13,
+    "falcli.tasks.translation.task": 1, "falcli.tasks.voxel.data": 6, "falcli.tasks.voxel.evaluate": 3,
+    "falcli.tasks.voxel.task": 4,
 }
 
 

@@ -37,6 +37,14 @@ def item_names(count: int) -> list[str]:
 
 # --- formats, one per kind of sample ---
 
+def occupancy(samples: torch.Tensor) -> np.ndarray:
+    """(N, 1, R, R, R) or (N, R, R, R) probabilities → (N, R, R, R) uint8 {0, 1} shapes (threshold 0.5)."""
+    samples = samples.detach()
+    if samples.dim() == 5:
+        samples = samples[:, 0]
+    return (samples > 0.5).to(torch.uint8).cpu().numpy()
+
+
 @dataclass(frozen=True)
 class ImageFiles:
     """Images in [-1, 1] ↔ PNG files. Depth maps (depth_range set) are 16-bit PNG in millimetres (also read:
@@ -128,8 +136,6 @@ class VoxelFiles:
 
     def write(self, x: torch.Tensor, names: Sequence[str], folder: Path) -> None:
         from falcli.formats.binvox import write_binvox, z_up_to_y_up
-        from falcli.tasks.voxel import occupancy
-
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in zip(names, occupancy(x)):
             write_binvox(folder / f"{name}{VOXEL_SUFFIX}", z_up_to_y_up(grid))

@@ -1,6 +1,7 @@
 """Built-in procedural street scenes: a download-free stand-in for Cityscapes (labels <-> photo) and NYU (RGB -> depth).
 
 Each item is a perspective street (road, sidewalks, facades, cars, trees, poles, people) with exact labels and depth.
+Longer than ~400 lines on purpose: one scene generator whose object painters share the camera and the z-buffer.
 """
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
 """`fal evaluate METRIC`: one metric on files (folders, `.npy`, `.npz`) or on a checkpoint, one row per feedback step.
 
 METRICS maps each name to a function that reads its inputs and returns an Evaluation: rows, the protocol and
-notes. The maths lives in falcli/metrics, falcli/commands/evaluate/fid.py and the tasks' own evaluation code; this module
-rebuilds checkpoints and dispatches (files are read and scored in falcli/commands/evaluate/files.py), then prints a table
-and writes a JSON file that never replaces an existing one.
+notes. The maths lives in falcli/metrics, fid.py (next to this module) and the tasks' own evaluation code; this
+module rebuilds checkpoints and dispatches (files are read and scored in files.py, next to this module), then
+prints a table and writes a JSON file that never replaces an existing one. Longer than ~400 lines because
+each checkpoint metric's checks (which weights, judges and data it needs) sit next to its dispatch.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +21,7 @@ from torch import nn
 
 from falcli.commands.evaluate import files
 from falcli.errors import FalError
+from falcli.fileio import write_new_file
 from falcli.core.runtime import pick_device
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
@@ -134,27 +135,6 @@ def write_json(evaluation: Evaluation, explicit: Path | None) -> Path | None:
         if write_new_file(path, data):
             return path
     raise FalError(f"{evaluation.run_dir}: too many evaluate-{evaluation.metric}-N.json files; pass --json PATH")
-
-
-def write_new_file(path: Path, data: bytes) -> bool:
-    """Write `path` atomically unless it exists (False then): a temporary sibling, then a hard link, which
-    fails instead of replacing a file that appeared in the meantime."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: check, then rename
-            if path.exists():
-                return False
-            os.replace(tmp, path)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _plain(value: Any) -> Any:

@@ -23,7 +23,7 @@ from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.nn.dims import conv_transpose_nd, norm_nd
 from falcli.core.runtime import rand_shard, randn_shard
 from falcli.core.files import ImageFiles
-from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA its heatmap codes come after the latents
+from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA: latents, then heatmap codes
 
 IMAGE_SIZES = (32, 64, 128)
 SHAPES_SEEDS = {"train": 0, "val": 1, "test": 2}  # fixed: every run and the judge see the same shapes
