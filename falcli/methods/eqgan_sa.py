@@ -213,7 +213,8 @@ def gradcam_weights(D: nn.Module, sample: torch.Tensor) -> list[torch.Tensor]:
             x = sample.detach().clone().requires_grad_(True)
             logits, blocks = D(x, returns="blocks")
             chosen = blocks[::-1][:ALIGN_LEVELS]
-            grads = torch.autograd.grad(F.softplus(-logits).sum(), chosen)
+            with torch.autocast(x.device.type, enabled=False):  # a backward pass: outside autocast (AMP docs)
+                grads = torch.autograd.grad(F.softplus(-logits.float()).sum(), chosen)
     finally:
         D.train(was_training)
     return [g.mean(dim=(2, 3), keepdim=True).detach() for g in grads]

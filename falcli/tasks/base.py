@@ -28,10 +28,11 @@ class EvaluatePaths:
     note: Callable[[str], None] | None = None  # one line per skipped part and why; None = a warning
 
 
-def latents_for(recipe, count: int, seed: int) -> torch.Tensor:
+def latents_for(recipe, count: int, seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """G's inputs (count, Z [+ code]) from their own generator, the same for any batch size and device: standard
-    normal latents, followed under EqGAN-SA by a heatmap code (drawn after them, as the task's fixed batch does)."""
-    generator = torch.Generator().manual_seed(seed)
+    normal latents, followed under EqGAN-SA by a heatmap code (drawn after them, as the task's fixed batch does).
+    `generator` (instead of a seed) continues a stream: `fal refine --method drs` draws batch after batch."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     z = torch.randn(count, recipe.model.latent_dim, generator=generator)
     if recipe.method.eqgan_sa:
         from falcli.methods.eqgan_sa import fixed_code

@@ -23,6 +23,7 @@ from falcli.commands.evaluate import files
 from falcli.errors import FalError
 from falcli.fileio import write_new_file
 from falcli.core.runtime import pick_device
+from falcli.core import tracking
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
 MetricFn = Callable[[str, "EvaluateOptions", ProgressFn], "Evaluation"]
@@ -91,6 +92,9 @@ def run(metric: str, options: EvaluateOptions, progress: ProgressFn | None = Non
     options = _check_options(metric, options)
     evaluation = METRICS[metric](metric, options, progress or (lambda *_: None))
     evaluation.written = write_json(evaluation, options.json_path)
+    if evaluation.run_dir is not None and evaluation.checkpoint:  # the run's TensorBoard events, if it keeps any
+        tracking.log_evaluation(evaluation.run_dir, evaluation.checkpoint.get("iteration") or 0, metric,
+                                evaluation.rows)
     return evaluation
 
 
