@@ -35,12 +35,12 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except FalError as error:
-            from falcli.console import print_error
+            from falcli.console import print_error  # keeps --help fast
 
             print_error(str(error))
             raise typer.Exit(code=2) from None
         except (KeyboardInterrupt, Terminated) as stop:
-            from falcli.console import print_error
+            from falcli.console import print_error  # keeps --help fast
 
             print_error("interrupted; what was finished is kept (a run continues from its last checkpoint with "
                         "--resume auto)")
@@ -48,7 +48,7 @@ def user_errors(command: Callable) -> Callable:
         except OSError as error:
             # Outputs on a read-only mount, a full disk, a folder without permission: the path and the reason,
             # in one line (the temporary files of what was being written are removed on the way out).
-            from falcli.console import print_error
+            from falcli.console import print_error  # keeps --help fast
 
             where = error.filename or "an output file"
             print_error(f"{where}: {error.strerror or error} ({type(error).__name__}); choose a writable location "
@@ -85,7 +85,7 @@ def _exit_on_sigterm(signum: int, frame) -> None:
 
 
 def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):
-    from falcli.config import load_recipe
+    from falcli.config import load_recipe  # keeps --help fast
 
     overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
     return load_recipe(recipe, overrides)
@@ -108,8 +108,8 @@ def train(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit")] = False,
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
-    from falcli.console import console, print_recipe, progress_bar
-    from falcli.core.runtime import pick_device
+    from falcli.console import console, print_recipe, progress_bar  # keeps --help fast
+    from falcli.core.runtime import pick_device  # keeps --help fast
 
     resolved = _resolve(recipe, set_, seed)
     pick_device(device)  # a wrong --device fails before anything is printed or written
@@ -118,10 +118,10 @@ def train(
         print_recipe(resolved)
     if dry_run:
         raise typer.Exit()
-    from falcli.judges import JudgeRecipe
+    from falcli.judges import JudgeRecipe  # keeps --help fast
 
     if isinstance(resolved, JudgeRecipe):
-        from falcli.judges.run import run_judge
+        from falcli.judges.run import run_judge  # keeps --help fast
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise FalError("judges train in one process (a few minutes): run `fal train` on this recipe without "
@@ -131,7 +131,7 @@ def train(
             path = run_judge(resolved, out, device, resume=resume, on_progress=update)
         console.print(f"[green]done[/] → {path}")
         return
-    from falcli.commands import train as training
+    from falcli.commands import train as training  # keeps --help fast
 
     options = training.RunOptions(out=out, device=device, resume=resume, workers=workers, tensorboard=tensorboard)
     if quiet:
@@ -146,10 +146,10 @@ def train(
 @user_errors
 def recipes() -> None:
     """List the recipes that come with fal: `fal train NAME` runs one from any folder."""
-    import yaml
+    import yaml  # keeps --help fast
 
-    from falcli.config import SHIPPED_RECIPES, shipped_recipes
-    from falcli.console import console
+    from falcli.config import SHIPPED_RECIPES, shipped_recipes  # keeps --help fast
+    from falcli.console import console  # keeps --help fast
 
     for path in shipped_recipes():
         text = path.read_text()
@@ -186,8 +186,8 @@ def toy(
     quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
 ) -> None:
     """Reproduce the paper's 2D experiment: plain GAN vs FAL, same seed and budget; figure and per-step table."""
-    from falcli.commands import toy_experiment
-    from falcli.console import console
+    from falcli.commands import toy_experiment  # keeps --help fast
+    from falcli.console import console  # keeps --help fast
 
     resolved = _resolve(recipe, set_, None)
     out = out or _free_folder(Path("runs") / f"{resolved.name}-experiment")
@@ -211,11 +211,11 @@ def ablate(
     quick: Annotated[bool, typer.Option("--quick", help="40 iterations per run (for tests and smoke checks)")] = False,
 ) -> None:
     """Plain GAN, FAL, EqGAN-SA, GLeaD and FAL + each, over seeds: per-step FID as ablation.md and .json."""
-    import shlex
-    import sys
+    import shlex  # keeps --help fast
+    import sys  # keeps --help fast
 
-    from falcli.commands import ablate as ablation
-    from falcli.console import console, progress_bar
+    from falcli.commands import ablate as ablation  # keeps --help fast
+    from falcli.console import console, progress_bar  # keeps --help fast
 
     resolved = _resolve(recipe, set_, None)
     names = ablation.parse_configs(configs)
@@ -231,7 +231,7 @@ def ablate(
             bars["update"](done, total, stats, description=description)
 
         report = ablation.run(resolved, out, seeds, names, device, quick, resume, command, on_progress=update)
-    from rich.markdown import Markdown
+    from rich.markdown import Markdown  # keeps --help fast
 
     console.print(Markdown(ablation.markdown(report)))
     console.print(f"[green]done[/] → {out / 'ablation.md'}, {out / 'ablation.json'}")
@@ -251,8 +251,8 @@ def edit_heatmaps(
     device: DeviceOpt = "auto",
 ) -> None:
     """EqGAN-SA spatial editing: the same samples with their heatmaps moved to each --centre."""
-    from falcli.console import console
-    from falcli.commands.edit_heatmaps import edit_picture
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.edit_heatmaps import edit_picture  # keeps --help fast
 
     path = edit_picture(ckpt, centre, out, count, seed, steps, width, device)
     console.print(f"[green]done[/] → {path} ({len(centre)} rows: heatmap, then {count} samples)")
@@ -275,8 +275,8 @@ def prepare(
                                                "(to regular files and folders, never in a loop)")] = False,
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
-    from falcli.console import console, progress_bar
-    from falcli.commands.prepare import prepare as run_prepare
+    from falcli.console import console, progress_bar  # keeps --help fast
+    from falcli.commands.prepare import prepare as run_prepare  # keeps --help fast
 
     if raw_argument is not None and raw is not None and raw_argument != raw:
         raise FalError(f"two raw downloads given ({raw_argument} and --raw {raw}); pass one")
@@ -307,7 +307,7 @@ SampleBatchOpt = Annotated[int | None, typer.Option(help="Samples per forward pa
 @contextlib.contextmanager
 def _stage_progress():
     """update(description, done, total) for a bar opened on first use, so early errors print no empty bar."""
-    from falcli.console import progress_bar
+    from falcli.console import progress_bar  # keeps --help fast
 
     with contextlib.ExitStack() as stack:
         bars: dict = {}
@@ -336,8 +336,8 @@ def sample(
 ) -> None:
     """Write samples as files (PNG, .binvox or voxels.npy, points.npy) with their latents or inputs, for
     `fal refine`."""
-    from falcli.console import console
-    from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample  # keeps --help fast
 
     options = SampleOptions(ckpt, out, count, steps, seed, device,
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
@@ -383,8 +383,8 @@ def refine(
 ) -> None:
     """Refine samples with D: FAL's feedback loop or a reference method; every step's output, D's heat maps, a
     grid and refine.json."""
-    from falcli.console import console
-    from falcli.commands.refine import RefineOptions, refine as run_refine
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.refine import RefineOptions, refine as run_refine  # keeps --help fast
 
     options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed,
                             method=method, count=count, iterations=iterations, lr=lr, k_eff=k_eff,
@@ -446,8 +446,8 @@ def evaluate(
                                                   "present (keys *_present)")] = "pix2pix",
 ) -> None:
     """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
-    from falcli.console import console
-    from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run  # keeps --help fast
 
     options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
                               allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
@@ -470,7 +470,7 @@ def report(
                                                                  "folder; -2, -3 … when taken]")] = None,
 ) -> None:
     """One self-contained HTML page: loss curves, metrics per step, samples with D's maps, recipe(s)."""
-    from falcli.console import console
-    from falcli.commands.report import write_report
+    from falcli.console import console  # keeps --help fast
+    from falcli.commands.report import write_report  # keeps --help fast
 
     console.print(f"[green]done[/] → {write_report(runs, out)}", soft_wrap=True)

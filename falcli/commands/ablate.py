@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import Callable
@@ -22,6 +21,7 @@ import torch
 from falcli.core import checkpoint
 from falcli.config import Recipe, recipe_from_dict, recipe_to_dict
 from falcli.errors import FalError
+from falcli.fileio import write_atomic
 from falcli.tasks import TASKS
 
 # name → (FAL feedback on, EqGAN-SA on, GLeaD on); the order is the table's.
@@ -200,7 +200,7 @@ def check_scorable(recipe: Recipe) -> None:
     from falcli.commands.evaluate.fid import INCEPTION_MIN_IMAGES
     from falcli.metrics.weights import INCEPTION_FID, _candidates
 
-    if recipe.task != "image":
+    if not {"eqgan_sa", "glead"} <= TASKS[recipe.task].supports_methods:  # the variants switch both on
         raise FalError(f"fal ablate scores image runs by FID; this recipe's task is {recipe.task!r} (the methods "
                        f"are image-task switches)")
     samples = recipe.evaluate.num_samples
@@ -291,12 +291,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run(recipe: Recipe, out: Path, seeds: int = 3, configs: list[str] | None = None, device: str = "auto",
         quick: bool = False, resume: bool = False, command: str = "fal ablate",
         on_progress: Progress | None = None) -> dict:
@@ -327,6 +321,6 @@ def run(recipe: Recipe, out: Path, seeds: int = 3, configs: list[str] | None = N
               "seeds": sorted({item.seed for item in planned}), "iterations": recipe.train.iterations,
               "num_samples": recipe.evaluate.num_samples, "summary": summarise(results, metric), "runs": results}
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "ablation.json", json.dumps(report, indent=2) + "\n")
-    _write_atomic(out / "ablation.md", markdown(report))
+    write_atomic(out / "ablation.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "ablation.md", markdown(report))
     return report

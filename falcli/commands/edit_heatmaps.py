@@ -68,8 +68,8 @@ def edit_picture(ckpt: Path, centres: list[str], out: Path, count: int = 8, seed
     if width is not None and not 0 < width <= 2:
         raise FalError(f"--width {width}: the level-1 width σ must be in (0, 2] (training draws 0.5 … 1)")
     points = [parse_centre(text) for text in centres]
-    recipe, G, D, G_ema, _ = checkpoint.restore(ckpt, pick_device(device), expect_task="image")
-    if not recipe.method.eqgan_sa:
+    recipe, G, D, G_ema, _ = checkpoint.restore(ckpt, pick_device(device))
+    if not recipe.method.eqgan_sa:  # only tasks that support EqGAN-SA (methods.check) train with it on
         raise FalError(f"{ckpt}: not an EqGAN-SA run (method.eqgan_sa is off), so its G reads no heatmaps")
     rows = edited_rows(G_ema if G_ema is not None else G, D, recipe, points, count, seed,
                        steps or recipe.feedback.sampling_steps, width)

@@ -28,10 +28,10 @@ from falcli.commands.sample import BATCH_SIZE, ProgressFn, WarnFn, _warn, check_
 from falcli.core import checkpoint
 from falcli.core.feedback import Unrolled, unroll
 from falcli.core.files import INPUTS, LATENTS, MANIFEST, POINTS, Files, PointFiles, VoxelFiles, check_fresh, \
-    condition_files_for, files_for, fresh_folder, item_names, list_files, match_names, read_latents, \
-    read_manifest, read_points
+    fresh_folder, item_names, list_files, match_names, read_latents, read_manifest, read_points
 from falcli.errors import FalError
 from falcli.methods import refinement
+from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 
 GRID_ROWS = 8                           # samples shown in the grid picture
@@ -109,8 +109,6 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
     returns refine.json's content (scores and metrics per step, inversion errors, the method's numbers).
     `say` receives one line saying what is refined (the run's samples or fresh draws) when --input is absent."""
     from falcli.core.runtime import pick_device
-    from falcli.tasks import TASKS
-
     chosen = refinement.method(options.method)
     if options.steps is not None:
         require_steps(options.steps)
@@ -125,7 +123,7 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
     device = pick_device(options.device)
     recipe, G, D, _ = open_checkpoint(options.checkpoint, device)
     task = TASKS[recipe.task]
-    conditional = recipe.task == "translation"
+    conditional = task.conditional
     steps = _steps_for(chosen, options, recipe, warn)
     _check_method(chosen, options, conditional)
     say = say or (lambda message: None)
@@ -303,7 +301,7 @@ def _rejection(options: RefineOptions, recipe, task, G: nn.Module, D: nn.Module,
         raise FalError(f"{error}; lower --drs-percentile (now {options.drs_percentile:g}) or raise --drs-max-draws "
                        f"(now {max_draws})") from None
     spent = time.perf_counter() - started
-    files = files_for(recipe)
+    files = TASKS[recipe.task].sample_files(recipe)
     collected = Collected(scores=[0.0] * 2, logits=[0.0] * 2)
     names = item_names(count)
     for start in range(0, count, batch_size):
@@ -411,8 +409,8 @@ def plan(options: RefineOptions, recipe, warn: WarnFn, chosen: refinement.Method
     """Read --input (and --inputs): a `fal sample` folder, translation outputs + inputs, or plain samples.
     Without --input: the run's own `fal sample` folder of this checkpoint, else fresh draws from G."""
     chosen = chosen or refinement.METHODS["fal"]
-    files = files_for(recipe)
-    conditional = recipe.task == "translation"
+    files = TASKS[recipe.task].sample_files(recipe)
+    conditional = TASKS[recipe.task].conditional
     if options.inputs is not None and not conditional:
         raise FalError(f"--inputs is for translation checkpoints; {options.checkpoint} is of task {recipe.task!r}")
     if options.invert_iterations is not None and conditional:
@@ -473,10 +471,8 @@ def run_samples(run: Path, ckpt_file: Path, task: str) -> Path | None:
 def fresh_source(options: RefineOptions, recipe, files: Files, G: nn.Module, device: torch.device) -> Source:
     """Samples drawn from the checkpoint now: G's first pass from latents of --seed (as `fal sample --steps 1`),
     or for translation G's output for the first --count validation inputs."""
-    from falcli.tasks import TASKS
-
     count = options.count if options.count is not None else recipe.evaluate.num_samples
-    if recipe.task != "translation":
+    if not TASKS[recipe.task].conditional:
         latents = latents_for(recipe, count, options.seed)
 
         @torch.no_grad()
@@ -544,10 +540,11 @@ def _from_manifest(path: Path, manifest: dict, options: RefineOptions, recipe, f
                        f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}); write them again with "
                        f"`fal sample`")
     load = _loader(files, [found[n] for n in names])
-    if recipe.task == "translation":
-        inputs = list_files(path / INPUTS, condition_files_for(recipe), "inputs of")
+    conditions = _condition_files(recipe)
+    if conditions is not None:
+        inputs = list_files(path / INPUTS, conditions, "inputs of")
         match_names({n: found[n] for n in names}, inputs, path, path / INPUTS)
-        return Source(names, files, load, _loader(condition_files_for(recipe), [inputs[n] for n in names]),
+        return Source(names, files, load, _loader(conditions, [inputs[n] for n in names]),
                       batch_size=batch_size, kind="fal samples")
     return Source(names, files, load, latents=read_latents(path, len(names), latent_width(recipe)),
                   batch_size=batch_size, kind="fal samples")
@@ -558,7 +555,7 @@ def _from_translation_files(path: Path, options: RefineOptions, recipe, files: F
         raise FalError(f"--input {path}: translation outputs without their inputs; pass --inputs DIR with the "
                        f"input images, matched to the outputs by file name")
     outputs = list_files(path, files, task=recipe.task)
-    conditions = condition_files_for(recipe)
+    conditions = _condition_files(recipe)
     inputs = list_files(options.inputs, conditions, "--inputs")
     match_names(outputs, inputs, path, Path(options.inputs))
     names = sorted(outputs)
@@ -584,6 +581,10 @@ def _from_plain_samples(path: Path, options: RefineOptions, recipe, files: Files
                        f"--invert-iterations K (e.g. 300) to find them by inversion first")
     source.invert = True
     return source
+
+
+def _condition_files(recipe) -> Files | None:
+    return TASKS[recipe.task].condition_files(recipe)
 
 
 def _loader(files: Files, paths: list[Path]) -> Callable[[list[int]], torch.Tensor]:

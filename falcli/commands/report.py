@@ -176,10 +176,11 @@ def _summary(run_dir: Path, recipe: dict, records: list[dict]) -> str:
 
 
 def _samples_caption(task: str | None) -> str:
-    if task == "translation":
-        return ("Per pair: input | t = 1 … T | target; below each step D's map σ(D) (red = fake, blue = real).")
-    if task == "toy":
-        return "One panel per feedback step: real points in grey, the step's samples in blue."
+    """What the run's sample pictures show, as its task says (a recipe without a known task: the usual grid)."""
+    from falcli.tasks import TASKS
+
+    if task in TASKS:
+        return TASKS[task].samples_caption
     return ("First row: real data; then for each step t its samples and, below, D's map σ(D) "
             "(red = fake, blue = real).")
 

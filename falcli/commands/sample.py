@@ -17,9 +17,9 @@ import torch
 from falcli.core import checkpoint
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
-from falcli.core.files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, condition_files_for, files_for, \
+from falcli.core.files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, \
     fresh_folder, item_names, write_manifest
-from falcli.tasks.base import Batch
+from falcli.tasks.base import Batch, latent_width, latents_for  # noqa: F401  (refine imports them here)
 
 BATCH_SIZE = 16                         # samples per forward pass (voxel G normalises by its batch: keep it fixed)
 ProgressFn = Callable[[str, int, int], None]   # (description, done, total)
@@ -85,28 +85,6 @@ def check_batch_size(batch_size: int) -> None:
         raise FalError(f"--batch-size must be >= 1 (got {batch_size})")
 
 
-def latents_for(recipe, count: int, seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """G's inputs (count, Z [+ code]) from their own generator, the same for any batch size and device: standard
-    normal latents, followed under EqGAN-SA by a heatmap code (drawn after them, as the task's fixed batch does).
-    `generator` (instead of a seed) continues a stream: `fal refine --method drs` draws batch after batch."""
-    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
-    z = torch.randn(count, recipe.model.latent_dim, generator=generator)
-    if recipe.method.eqgan_sa:
-        from falcli.methods.eqgan_sa import fixed_code
-
-        z = torch.cat([z, fixed_code(count, generator)], dim=1)
-    return z
-
-
-def latent_width(recipe) -> int:
-    """Numbers per sample in G's input: Z, plus the heatmap code under EqGAN-SA."""
-    if recipe.method.eqgan_sa:
-        from falcli.methods.eqgan_sa import CODE_SIZE
-
-        return recipe.model.latent_dim + CODE_SIZE
-    return recipe.model.latent_dim
-
-
 @dataclass(frozen=True)
 class SampleOptions:
     checkpoint: Path
@@ -135,12 +113,12 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
     recipe, G, D, payload = open_checkpoint(options.checkpoint, device)
     steps = options.steps if options.steps is not None else recipe.feedback.sampling_steps
     check_steps(steps, recipe, warn)
-    task, files = TASKS[recipe.task], files_for(recipe)
-    conditional = recipe.task == "translation"
+    task = TASKS[recipe.task]
+    files, conditional = task.sample_files(recipe), task.conditional
     if options.voxels not in ("binvox", "npy"):
         raise FalError(f"--voxels {options.voxels!r}: choose binvox or npy")
     in_one_array = options.voxels == "npy"
-    if in_one_array and recipe.task != "voxel":
+    if in_one_array and task.array_export is None:
         raise FalError(f"--voxels npy is for voxel checkpoints; {options.checkpoint} is of task {recipe.task!r}")
 
     count, latents, dataset = options.count, None, None
@@ -172,13 +150,11 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
             else:
                 files.write(final, [names[i] for i in rows], tmp)
             if conditional:
-                condition_files_for(recipe).write(batch.condition, [names[i] for i in rows], tmp / INPUTS)
+                task.condition_files(recipe).write(batch.condition, [names[i] for i in rows], tmp / INPUTS)
             if on_progress:
                 on_progress("sample", rows[-1] + 1, count)
         if kept and in_one_array:  # (N, R, R, R) uint8 in fal's frame (z up), as export_samples(fmt="npy")
-            from falcli.tasks.voxel import occupancy
-
-            np.save(tmp / VOXELS, occupancy(torch.cat(kept)))
+            np.save(tmp / VOXELS, task.array_export(torch.cat(kept)))
         elif kept:
             files.write(torch.cat(kept), names, tmp)
         if latents is not None:

@@ -17,6 +17,7 @@ from falcli.console import progress_bar
 from falcli.core.plots import toy_poster_figure
 from falcli.core.runtime import pick_device
 from falcli.tasks import TASKS
+from falcli.tasks.toy import ToyTask
 from falcli.core.feedback import unroll
 
 METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "d_logit")
@@ -42,7 +43,7 @@ def quick_recipe(recipe: Recipe) -> Recipe:
 
 def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: bool = False) -> dict:
     """Train both variants for each seed, evaluate per step, write toy_table.json and toy_figure.png."""
-    if recipe.task != "toy":
+    if not isinstance(TASKS[recipe.task], ToyTask):
         from falcli.errors import FalError
         raise FalError(f"`fal toy` runs toy recipes; this recipe's task is {recipe.task!r} (use `fal train`)")
     if out.exists() and any(out.iterdir()):  # never mixed with (or written over) an earlier experiment
@@ -73,7 +74,7 @@ def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: b
 def _evaluate(run_dir: Path, device: str):
     path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
     recipe, G, D, G_ema, _ = checkpoint.restore(path, pick_device(device))
-    task = TASKS["toy"]
+    task = TASKS[recipe.task]
     steps = recipe.feedback.sampling_steps
     metrics = task.evaluate(G, D, recipe, next(G.parameters()).device, steps, recipe.evaluate.num_samples)
     return metrics, (recipe, G, D)
@@ -111,7 +112,7 @@ def print_table(result: dict, console) -> None:
 
 
 def _figure(recipe: Recipe, figure_runs: dict, path: Path) -> None:
-    task = TASKS["toy"]
+    task = TASKS[recipe.task]
     extent = 3.0 if recipe.data.mixture == "ring" else 5.5
     axis = torch.linspace(-extent, extent, 200)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)

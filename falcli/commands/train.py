@@ -7,7 +7,6 @@ GPU mid-step (and could be captured whole in a CUDA graph).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from falcli import methods
 from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
+from falcli.fileio import append_jsonl
 from falcli.core.feedback import unroll
 from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 from falcli.core.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
@@ -398,8 +398,7 @@ def _flush(run_dir: Path | None, done: int, sums: dict, window: int, seconds: fl
 
 def _log(run_dir: Path, record: dict) -> None:
     """Append one JSON line to the run's metrics.jsonl."""
-    with open(run_dir / "metrics.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_jsonl(run_dir / "metrics.jsonl", record)
 
 
 def _check_finite(run_dir: Path | None, done: int, values: dict[str, float]) -> None:

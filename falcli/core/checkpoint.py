@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from falcli.errors import FalError
+from falcli.fileio import write_atomic
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^iter-(\d{7,})\.pt$")
@@ -39,22 +40,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
     """torch.save to `path` via a temporary sibling: fsync the data, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomic(path, lambda handle: torch.save(payload, handle), durable=True)
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import warnings
 import torch
 
 from falcli.errors import FalError
-from falcli.tasks.base import Batch
+from falcli.core.batch import Batch
 
 WARMUP_RUNS = 3  # eager runs of each step variant before it is captured (PyTorch's examples use 3)
 

@@ -37,6 +37,14 @@ def item_names(count: int) -> list[str]:
 
 # --- formats, one per kind of sample ---
 
+def occupancy(samples: torch.Tensor) -> np.ndarray:
+    """(N, 1, R, R, R) or (N, R, R, R) probabilities → (N, R, R, R) uint8 {0, 1} shapes (threshold 0.5)."""
+    samples = samples.detach()
+    if samples.dim() == 5:
+        samples = samples[:, 0]
+    return (samples > 0.5).to(torch.uint8).cpu().numpy()
+
+
 @dataclass(frozen=True)
 class ImageFiles:
     """Images in [-1, 1] ↔ PNG files. Depth maps (depth_range set) are 16-bit PNG in millimetres (also read:
@@ -128,8 +136,6 @@ class VoxelFiles:
 
     def write(self, x: torch.Tensor, names: Sequence[str], folder: Path) -> None:
         from falcli.formats.binvox import write_binvox, z_up_to_y_up
-        from falcli.tasks.voxel import occupancy
-
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in zip(names, occupancy(x)):
             write_binvox(folder / f"{name}{VOXEL_SUFFIX}", z_up_to_y_up(grid))
@@ -148,38 +154,7 @@ class PointFiles:
         np.save(folder / POINTS, x.detach().float().cpu().numpy())
 
 
-Files = ImageFiles | VoxelFiles | PointFiles
-
-
-def files_for(recipe) -> Files:
-    """How the checkpoint's samples are stored: its task's outputs (translation: the targets)."""
-    if recipe.task == "toy":
-        return PointFiles()
-    if recipe.task == "voxel":
-        return VoxelFiles(recipe.data.resolution)
-    if recipe.task == "image":
-        return ImageFiles(recipe.data.image_size, 3)
-    pairing = _pairing(recipe)
-    from falcli.tasks.translation.data import resize_mode
-
-    depth = pairing.depth_range if pairing.target_is_depth else None
-    return ImageFiles(recipe.data.image_size, pairing.target_channels,
-                      resize_mode(pairing.target_field, pairing.meta, depth is not None), depth, "outputs")
-
-
-def condition_files_for(recipe) -> ImageFiles:
-    """Translation: how the condition images (G's inputs) are stored."""
-    from falcli.tasks.translation.data import resize_mode
-
-    pairing = _pairing(recipe)
-    return ImageFiles(recipe.data.image_size, pairing.input_channels,
-                      resize_mode(pairing.input_field, pairing.meta, False), None, "inputs")
-
-
-def _pairing(recipe):
-    from falcli.tasks import TASKS
-
-    return TASKS["translation"].pairing(recipe)
+Files = ImageFiles | VoxelFiles | PointFiles  # which one a checkpoint's samples use: task.sample_files(recipe)
 
 
 # --- listing and reading ---

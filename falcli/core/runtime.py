@@ -63,10 +63,6 @@ class Processes:
 _CURRENT = Processes()
 
 
-def current_processes() -> Processes:
-    return _CURRENT
-
-
 def start_processes(device_name: str) -> tuple[Processes, torch.device]:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any.
 

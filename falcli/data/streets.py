@@ -1,6 +1,7 @@
 """Built-in procedural street scenes: a download-free stand-in for Cityscapes (labels <-> photo) and NYU (RGB -> depth).
 
 Each item is a perspective street (road, sidewalks, facades, cars, trees, poles, people) with exact labels and depth.
+Longer than ~400 lines on purpose: one scene generator whose object painters share the camera and the z-buffer.
 """
 from __future__ import annotations
 
@@ -68,11 +69,6 @@ def meta() -> dict:
         "eval_fields": {"segmentation": "label_trainid", "depth": "depth"},
         "depth_range": [0.0, MAX_DEPTH],
     }
-
-
-def trainid_to_color(ids: np.ndarray) -> np.ndarray:
-    """Cityscapes colours for train ids: (...,) integer -> (..., 3) uint8; unknown ids are black."""
-    return train_ids_to_colors(ids)
 
 
 def color_to_trainid(rgb: np.ndarray) -> np.ndarray:

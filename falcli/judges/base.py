@@ -6,7 +6,6 @@ saved as `<run>/judge.pt`: state_dict + recipe, loadable with `weights_only=True
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -18,6 +17,7 @@ from torch import nn
 from falcli.core import checkpoint
 from falcli.config import recipe_to_yaml
 from falcli.errors import FalError
+from falcli.fileio import append_jsonl
 
 
 @dataclass(frozen=True)
@@ -82,13 +82,13 @@ def fit(judge: Judge, recipe: JudgeRecipe, out: Path, device: torch.device,
         if (iteration + 1) % cfg.log_every == 0 or iteration + 1 == cfg.iterations:
             logged = {"loss": float(running) / cfg.log_every}
             running.zero_()
-            _append(out / "metrics.jsonl", {"kind": "train", "iteration": iteration + 1, **logged})
+            append_jsonl(out / "metrics.jsonl", {"kind": "train", "iteration": iteration + 1, **logged})
         if on_progress is not None:
             on_progress(iteration + 1, cfg.iterations, logged)
     net.eval()
     val_inputs, val_targets = judge.load_data(recipe, "val")
     accuracy = accuracy_of(net, val_inputs, val_targets, device)
-    _append(out / "metrics.jsonl", {"kind": "eval", "iteration": cfg.iterations, "val_accuracy": accuracy})
+    append_jsonl(out / "metrics.jsonl", {"kind": "eval", "iteration": cfg.iterations, "val_accuracy": accuracy})
     path = out / "judge.pt"
     from falcli.config import recipe_to_dict
     checkpoint.atomic_save({"format": "fal-judge", "version": 1, "task": recipe.task,
@@ -132,8 +132,3 @@ def load(path: Path, device: torch.device, expect: str | None = None) -> tuple[n
     net = JUDGES[recipe.task].make_net(recipe)
     net.load_state_dict(payload["net"])
     return net.to(device).eval(), recipe, payload
-
-
-def _append(path: Path, record: dict) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")

@@ -103,15 +103,6 @@ def judge_features(images: torch.Tensor, net: nn.Module, device: torch.device,
     return np.concatenate(rows)
 
 
-def fid_in_feature_space(images_a: torch.Tensor, images_b: torch.Tensor, net: nn.Module,
-                         device: torch.device) -> float:
-    """FID between two sets of uint8 images (N, 3, S, S) in the judge's feature space."""
-    from falcli.metrics.fid import frechet_distance, statistics
-
-    stats = [statistics(judge_features(x, net, device)) for x in (images_a, images_b)]
-    return frechet_distance(*stats[0], *stats[1])
-
-
 def default_judge_path(image_size: int) -> Path:
     """Where `fal` keeps the shapes judge for one image size (relative to the working folder, like runs/)."""
     name = "shapes_classifier" if image_size == 32 else f"shapes_classifier_{image_size}"

@@ -17,7 +17,7 @@ from torch import nn
 from falcli.config import SHIPPED_RECIPES
 from falcli.errors import FalError
 from falcli.judges.classifier import ConvClassifier, ModelConfig
-from falcli.tasks.voxel import DataConfig, class_names, load_voxels
+from falcli.tasks.voxel.data import DataConfig, class_names, load_voxels
 
 SHIPPED_RECIPE = SHIPPED_RECIPES / "voxel_classifier.yaml"
 RUNS = Path("runs")

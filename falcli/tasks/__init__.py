@@ -3,9 +3,10 @@
 To add a task called `foo`:
   1. copy tasks/toy.py (the smallest real task) to tasks/foo.py and rename its class;
   2. add an instance to TASKS below;
-  3. add recipes/<dataset>.yaml;
-  4. run pytest: tests/test_tasks.py picks the new entry up automatically.
-train.py should not need to change. If it does, extend the Task protocol in tasks/base.py, on purpose.
+  3. add recipes/<dataset>.yaml, and its tiny settings to TINY in tests/test_tasks.py;
+  4. run pytest: tests/test_tasks.py runs its contract over every entry of TASKS.
+No command should need to change: they ask the task (tasks/base.py), never its name. If one does, extend the
+Task protocol, on purpose.
 """
 from __future__ import annotations
 

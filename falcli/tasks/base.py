@@ -1,23 +1,54 @@
-"""What every task supplies to the one training loop, and the batch it hands back."""
+"""What every task supplies to the one training loop and to the commands, and the batch it hands back.
+
+Commands ask the task, never its name: whether G reads a condition, which methods it supports, how its samples
+are stored as files, how its checkpoints are scored. Unconditional tasks draw G's inputs with `latents_for`.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from falcli.core.batch import Batch
 from falcli.core.feedback import Unrolled
 
 
-@dataclass
-class Batch:
-    real: torch.Tensor                  # what D should call real, (B, C, *S)
-    gen_input: torch.Tensor             # G's input: a latent (B, Z) or the condition image (B, C_in, H, W)
-    condition: torch.Tensor | None = None  # shown to D next to every sample, and fed back (translation)
-    extras: dict[str, Any] = field(default_factory=dict)  # task data: labels, names, depth in metres …
+@dataclass(frozen=True)
+class EvaluatePaths:
+    """What `fal evaluate` lets a user point a task's evaluation at; the defaults are what training uses."""
+
+    weights: Path | None = None         # LPIPS (translation) or Inception (image) weights; None = search
+    seg_weights: Path | None = None     # translation's FCN-score: a segmenter judge.pt; None = the default one
+    judge: Path | None = None           # voxel: a voxel-classifier judge.pt; None = the default one
+    allow_unofficial_weights: bool = False  # accept weights with another hash (the value is labelled)
+    note: Callable[[str], None] | None = None  # one line per skipped part and why; None = a warning
+    class_means: str = "pix2pix"        # translation's FCN-score: pix2pix's get_scores, or "present" classes only
+
+
+def latents_for(recipe, count: int, seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """G's inputs (count, Z [+ code]) from their own generator, the same for any batch size and device: standard
+    normal latents, followed under EqGAN-SA by a heatmap code (drawn after them, as the task's fixed batch does).
+    `generator` (instead of a seed) continues a stream: `fal refine --method drs` draws batch after batch."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+    z = torch.randn(count, recipe.model.latent_dim, generator=generator)
+    if recipe.method.eqgan_sa:
+        from falcli.methods.eqgan_sa import fixed_code
+
+        z = torch.cat([z, fixed_code(count, generator)], dim=1)
+    return z
+
+
+def latent_width(recipe) -> int:
+    """Numbers per sample in G's input: Z, plus the heatmap code under EqGAN-SA."""
+    if recipe.method.eqgan_sa:
+        from falcli.methods.eqgan_sa import CODE_SIZE
+
+        return recipe.model.latent_dim + CODE_SIZE
+    return recipe.model.latent_dim
 
 
 class Task(Protocol):
@@ -25,6 +56,11 @@ class Task(Protocol):
     DataConfig: type                    # dataclass for the recipe's `data:` section
     ModelConfig: type                   # dataclass for the recipe's `model:` section
     dims: int                           # 0 = vectors (toy), 2 = images, 3 = voxels
+    conditional: bool                   # G reads a condition from the data (translation), not a latent code
+    supports_methods: frozenset[str]    # training-time methods (falcli/methods) its networks implement
+    checkpoint_metrics: tuple[str, ...]  # `fal evaluate` metrics (besides fid, kid, all) that score its checkpoints
+    samples_caption: str                # what its sample pictures show, for `fal report`
+    array_export: Callable[[torch.Tensor], Any] | None  # samples → one array (`fal sample --voxels npy`), if any
 
     def validate(self, recipe) -> None:
         """Cross-section checks that need the whole recipe; raise FalError naming the key."""
@@ -51,5 +87,14 @@ class Task(Protocol):
         """A picture of every step's samples (and D's maps) for `batch`."""
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                 num_samples: int) -> list[dict[str, float]]:
+                 num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
         """The task's default metrics, one dict per feedback step t = 1..steps."""
+
+    def evaluation_pool(self, recipe) -> int | None:
+        """How many items evaluation can draw from (translation: the val pairs); None = unlimited (latents)."""
+
+    def sample_files(self, recipe):
+        """How its samples are stored as files (falcli/core/files.py: ImageFiles, VoxelFiles, PointFiles)."""
+
+    def condition_files(self, recipe):
+        """Conditional tasks: how G's condition images are stored (inputs/ of a samples folder); else None."""

@@ -14,7 +14,8 @@ from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.metrics.toy import toy_metrics
 from falcli.core.runtime import randn_shard
-from falcli.tasks.base import Batch
+from falcli.core.files import PointFiles
+from falcli.tasks.base import Batch, EvaluatePaths
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,11 @@ class ToyTask:
     DataConfig = DataConfig
     ModelConfig = ModelConfig
     dims = 0
+    conditional = False
+    supports_methods: frozenset[str] = frozenset()
+    checkpoint_metrics = ("toy",)
+    samples_caption = "One panel per feedback step: real points in grey, the step's samples in blue."
+    array_export = None                 # the points already are one array (points.npy)
 
     def validate(self, recipe) -> None:
         if recipe.loss.l1_weight:
@@ -164,6 +170,15 @@ class ToyTask:
 
         toy_steps_figure(batch.real, unrolled, path)
 
+    def evaluation_pool(self, recipe) -> int | None:
+        return None
+
+    def sample_files(self, recipe) -> PointFiles:
+        return PointFiles()
+
+    def condition_files(self, recipe) -> None:
+        return None
+
     def sample_metrics(self, samples: list[torch.Tensor], recipe) -> list[dict[str, float]]:
         """`evaluate`'s metrics of given points, one dict per step, against the same reference points (the fixed
         batch's reals): `fal refine` scores every step of every method with these."""
@@ -172,7 +187,7 @@ class ToyTask:
         return [toy_metrics(x, centers, recipe.data.sigma, reference) for x in samples]
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                 num_samples: int) -> list[dict[str, float]]:
+                 num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
         batch = self.fixed_batch(recipe, device, num_samples)
         with torch.no_grad():
             result = unroll(G, D, batch.gen_input, None, steps, recipe.feedback,

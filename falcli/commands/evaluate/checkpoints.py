@@ -1,16 +1,16 @@
 """`fal evaluate METRIC`: one metric on files (folders, `.npy`, `.npz`) or on a checkpoint, one row per feedback step.
 
 METRICS maps each name to a function that reads its inputs and returns an Evaluation: rows, the protocol and
-notes. The maths lives in falcli/metrics, falcli/commands/evaluate/fid.py and the tasks' own evaluation code; this module
-rebuilds checkpoints and dispatches (files are read and scored in falcli/commands/evaluate/files.py), then prints a table
-and writes a JSON file that never replaces an existing one.
+notes. The maths lives in falcli/metrics, fid.py (next to this module) and the tasks' own evaluation code; this
+module rebuilds checkpoints and dispatches (files are read and scored in files.py, next to this module), then
+prints a table and writes a JSON file that never replaces an existing one. Longer than ~400 lines because
+each checkpoint metric's checks (which weights, judges and data it needs) sit next to its dispatch.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,8 +21,11 @@ from torch import nn
 
 from falcli.commands.evaluate import files
 from falcli.errors import FalError
+from falcli.fileio import write_new_file
 from falcli.core.runtime import pick_device
 from falcli.core import tracking
+from falcli.metrics.image import SSIM_PROTOCOLS
+from falcli.metrics.segmentation import CLASS_MEANS
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
 MetricFn = Callable[[str, "EvaluateOptions", ProgressFn], "Evaluation"]
@@ -91,7 +94,6 @@ def run(metric: str, options: EvaluateOptions, progress: ProgressFn | None = Non
     """Compute `metric` on the inputs in `options`, write the JSON (see `write_json`) and return the result."""
     if metric not in METRICS:
         raise FalError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-    from falcli.metrics.segmentation import CLASS_MEANS
 
     if options.class_means not in CLASS_MEANS:
         raise FalError(f"--class-means {options.class_means!r}: choose one of {', '.join(CLASS_MEANS)}")
@@ -145,27 +147,6 @@ def write_json(evaluation: Evaluation, explicit: Path | None) -> Path | None:
         if write_new_file(path, data):
             return path
     raise FalError(f"{evaluation.run_dir}: too many evaluate-{evaluation.metric}-N.json files; pass --json PATH")
-
-
-def write_new_file(path: Path, data: bytes) -> bool:
-    """Write `path` atomically unless it exists (False then): a temporary sibling, then a hard link, which
-    fails instead of replacing a file that appeared in the meantime."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: check, then rename
-            if path.exists():
-                return False
-            os.replace(tmp, path)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _plain(value: Any) -> Any:
@@ -260,27 +241,33 @@ def run_dir_of(path: Path) -> Path:
     return folder
 
 
-def restore(metric: str, options: EvaluateOptions, tasks: tuple[str, ...] | None, notes: list[str]) -> Restored:
-    """Rebuild the checkpoint of --ckpt; FalError when its task is not one of `tasks` (None = any)."""
+def scoring_tasks(metric: str) -> tuple[str, ...]:
+    """The tasks whose checkpoints `metric` scores (each task lists its metrics in checkpoint_metrics)."""
+    from falcli.tasks import TASKS
+
+    return tuple(name for name, task in TASKS.items() if metric in task.checkpoint_metrics)
+
+
+def restore(metric: str, options: EvaluateOptions, any_task: bool, notes: list[str]) -> Restored:
+    """Rebuild the checkpoint of --ckpt; FalError when `metric` does not score its task (unless any_task)."""
     from falcli.core import checkpoint
+    from falcli.tasks import TASKS
 
     path = resolve_checkpoint(options.ckpt)
     device = pick_device(options.device)
     recipe, G, D, G_ema, payload = checkpoint.restore(path, device)
-    if tasks is not None and recipe.task not in tasks:
+    tasks = scoring_tasks(metric)
+    if not any_task and recipe.task not in tasks:
         raise FalError(f"{path}: a checkpoint of task {recipe.task!r}, but `fal evaluate {metric}` scores "
                        f"{' or '.join(repr(t) for t in tasks)} checkpoints; `fal evaluate all --ckpt {path}` "
                        f"runs its task's own metrics")
     steps = checkpoint_steps(options.steps, recipe.feedback, notes)
     num_samples = options.num_samples or recipe.evaluate.num_samples
-    if recipe.task == "translation":  # scored on the val pairs: never more than there are
-        from falcli.tasks import TASKS
-
-        available = len(TASKS["translation"].make_dataset(recipe, "val"))
-        if num_samples > available:
-            notes.append(f"{num_samples} samples asked for, but the val split has {available} pairs: all of them "
-                         f"are scored")
-            num_samples = available
+    available = TASKS[recipe.task].evaluation_pool(recipe)  # translation: the val pairs
+    if available is not None and num_samples > available:
+        notes.append(f"{num_samples} samples asked for, but the val split has {available} pairs: all of them "
+                     f"are scored")
+        num_samples = available
     info = {"path": str(path), "task": recipe.task, "iteration": payload["iteration"],
             "generator": "G_ema" if G_ema is not None else "G", "steps": steps,
             "trained_steps": recipe.feedback.steps, "num_samples": num_samples}
@@ -360,8 +347,8 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     from falcli.tasks.translation import evaluate as translation_eval
 
     notes: list[str] = []
-    ck = restore(metric, options, ("translation",), notes)
-    pairing = TASKS["translation"].pairing(ck.recipe)
+    ck = restore(metric, options, False, notes)
+    pairing = TASKS[ck.recipe.task].pairing(ck.recipe)
     direction = ck.recipe.data.direction or pairing.meta.get("default_direction")
     reasons: list[str] = []
     if metric == "lpips" and translation_eval._open_lpips(options.weights, ck.device, ck.recipe.data.image_size,
@@ -377,7 +364,7 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     if metric == "depth" and not pairing.target_is_depth:
         raise FalError(f"{ck.path}: direction {direction!r} makes no depth maps; depth scores photo → depth "
                        f"checkpoints (or two folders of depth maps)")
-    if metric == "depth" and "depth" not in TASKS["translation"].make_dataset(ck.recipe, "val").arrays:
+    if metric == "depth" and "depth" not in TASKS[ck.recipe.task].make_dataset(ck.recipe, "val").arrays:
         raise FalError(f"{ck.recipe.data.root}: stores no depth in metres (meta.json eval_fields.depth); prepare "
                        f"the dataset again with this version of fal")
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
@@ -391,7 +378,6 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
         raise FalError(reasons[-1] if reasons else f"{ck.path}: the evaluation produced no {metric} values")
     protocol = {"split": "val", "images": "[-1, 1], data_range 2"}
     if metric.startswith("ssim"):
-        from falcli.metrics.image import SSIM_PROTOCOLS
 
         protocol = {"split": "val", "images": "outputs rounded to uint8 values [0, 255], as their PNG files",
                     "data_range": 255.0, "ssim": SSIM_PROTOCOLS[metric.replace("-", "_")]}
@@ -406,7 +392,7 @@ def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -
         raise FalError("--class: a checkpoint is scored on the classes it was trained on (data.classes); "
                        "drop --class")
     notes: list[str] = []
-    ck = restore(metric, options, ("voxel",), notes)
+    ck = restore(metric, options, False, notes)
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
         rows = evaluate_voxel(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, judge_path=options.judge)
     return ck.evaluation(metric, _selected(rows, SELECT[metric]), notes, {"judge": str(options.judge or "default")})
@@ -417,9 +403,9 @@ def _toy_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> 
     from falcli.tasks import TASKS
 
     notes: list[str] = []
-    ck = restore(metric, options, ("toy",), notes)
+    ck = restore(metric, options, False, notes)
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
-        rows = TASKS["toy"].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples)
+        rows = TASKS[ck.recipe.task].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples)
     return ck.evaluation(metric, rows, notes, {"mixture": ck.recipe.data.mixture})
 
 
@@ -437,15 +423,20 @@ def _checkpoint_or_files(on_checkpoint: MetricFn, on_files: FilesFn) -> MetricFn
 # --- all: the task's default metrics ---
 
 def _all(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
-    """task.evaluate of the checkpoint's task (translation and voxel also take --seg-weights, --weights and
-    --judge); a recipe's evaluate.metrics keeps only those metrics' keys."""
+    """task.evaluate of the checkpoint's task, given --weights, --seg-weights and --judge (EvaluatePaths); a
+    recipe's evaluate.metrics keeps only those metrics' keys."""
+    from falcli.tasks import TASKS
+    from falcli.tasks.base import EvaluatePaths
+
     if options.ckpt is None:
         raise FalError("`fal evaluate all` needs --ckpt CKPT (a checkpoint or its run folder)")
     notes: list[str] = []
-    ck = restore(metric, options, None, notes)
-    defaults = TASK_DEFAULTS.get(ck.recipe.task, _task_defaults)
+    ck = restore(metric, options, True, notes)
+    paths = EvaluatePaths(weights=options.weights, seg_weights=options.seg_weights, judge=options.judge,
+                          allow_unofficial_weights=options.allow_unofficial_weights, note=notes.append,
+                          class_means=options.class_means)
     with _busy(progress, f"all {ck.path.name}, {ck.steps} steps"):
-        rows = defaults(ck, options, notes.append)
+        rows = TASKS[ck.recipe.task].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, paths)
     wanted = ck.recipe.evaluate.metrics
     if wanted:
         rows = _selected(rows, tuple(n for name in wanted for n in SELECT.get(name, (name,))))
@@ -454,38 +445,6 @@ def _all(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
                            f"fix the recipe's evaluate.metrics (empty = all of them)")
     return ck.evaluation(metric, rows, notes)
 
-
-def _task_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.tasks import TASKS
-
-    return TASKS[ck.recipe.task].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples)
-
-
-def _translation_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.tasks.translation import evaluate_translation
-
-    return evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
-                                lpips_weights=options.weights, seg_weights=options.seg_weights, note=note,
-                                allow_unofficial_weights=options.allow_unofficial_weights,
-                                class_means=options.class_means)
-
-
-def _voxel_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.tasks.voxel import evaluate_voxel
-
-    return evaluate_voxel(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, judge_path=options.judge)
-
-
-def _image_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.commands.evaluate.fid import evaluate_image_steps
-    from falcli.tasks import TASKS
-
-    return evaluate_image_steps(TASKS["image"], ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
-                                say=note, weights=options.weights,
-                                allow_unofficial=options.allow_unofficial_weights)
-
-
-TASK_DEFAULTS = {"translation": _translation_defaults, "voxel": _voxel_defaults, "image": _image_defaults}
 
 METRICS: dict[str, MetricFn] = {
     "fid": _fid,                        # the FID engine reads folders, .npz and checkpoints itself

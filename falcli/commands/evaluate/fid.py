@@ -107,17 +107,15 @@ def generate_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.devic
     Quantised to uint8 exactly as saving PNGs would, so the FID equals that of the exported images.
     """
     from falcli.core.pictures import to_uint8
-    from falcli.tasks.base import Batch
+    from falcli.tasks.base import Batch, latents_for
 
     if task.dims != 2:
         raise FalError(f"FID scores images; task {task.name!r} does not make 2D images")
     if num_samples < 1:
         raise FalError(f"--num-samples must be >= 1 (got {num_samples})")
-    if recipe.task == "translation":  # conditioned on the val inputs
+    if task.conditional:  # conditioned on the val inputs
         inputs = task.fixed_batch(recipe, torch.device("cpu"), num_samples)
     else:  # the fixed batch's latents, without its real images: a checkpoint is scored without its data
-        from falcli.commands.sample import latents_for
-
         z = latents_for(recipe, num_samples, recipe.seed + 1)
         inputs = Batch(real=z, gen_input=z)
     images: list[list[torch.Tensor]] = [[] for _ in range(steps)]

@@ -22,7 +22,8 @@ from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.nn.dims import conv_transpose_nd, norm_nd
 from falcli.core.runtime import rand_shard, randn_shard
-from falcli.tasks.base import Batch
+from falcli.core.files import ImageFiles
+from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA: latents, then heatmap codes
 
 IMAGE_SIZES = (32, 64, 128)
 SHAPES_SEEDS = {"train": 0, "val": 1, "test": 2}  # fixed: every run and the judge see the same shapes
@@ -236,7 +237,12 @@ class ImageTask:
     DataConfig = DataConfig
     ModelConfig = ModelConfig
     dims = 2
+    conditional = False
     supports_methods = frozenset({"eqgan_sa", "glead"})
+    checkpoint_metrics: tuple[str, ...] = ()  # scored by fid/kid and all
+    samples_caption = ("First row: real data; then for each step t its samples and, below, D's map σ(D) "
+                       "(red = fake, blue = real).")
+    array_export = None
 
     def validate(self, recipe) -> None:
         if recipe.loss.l1_weight:
@@ -297,8 +303,6 @@ class ImageTask:
 
     def fixed_batch(self, recipe, device: torch.device, count: int) -> Batch:
         """Latents from their own generator (the same for a plain and a FAL run of one seed) and val images."""
-        from falcli.commands.sample import latents_for  # under EqGAN-SA its heatmap codes come after the latents
-
         z = latents_for(recipe, count, recipe.seed + 1)
         data = dataclasses.replace(recipe.data, shapes_val=PREVIEW_COLUMNS)  # shapes: generate only those shown
         shown = load_images(data, "val")["images"][:PREVIEW_COLUMNS]
@@ -325,10 +329,21 @@ class ImageTask:
             labels += [f"step {t}", f"D {t}"]
         save_png(labelled(tile(rows), rows, row_labels=labels, colour_scale=True), path)
 
+    def evaluation_pool(self, recipe) -> int | None:
+        return None
+
+    def sample_files(self, recipe) -> ImageFiles:
+        return ImageFiles(recipe.data.image_size, 3)
+
+    def condition_files(self, recipe) -> None:
+        return None
+
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                 num_samples: int) -> list[dict[str, float]]:
+                 num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
         """Per step: mean D logit; FID in the shapes judge's feature space (shapes data); Inception FID when
         its weights are on disk and there are >= 2048 images per side. References: the val split."""
         from falcli.commands.evaluate.fid import evaluate_image_steps
 
-        return evaluate_image_steps(self, G, D, recipe, device, steps, num_samples)
+        paths = paths or EvaluatePaths()
+        return evaluate_image_steps(self, G, D, recipe, device, steps, num_samples, say=paths.note,
+                                    weights=paths.weights, allow_unofficial=paths.allow_unofficial_weights)

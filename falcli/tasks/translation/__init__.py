@@ -11,7 +11,7 @@ def __getattr__(name: str):
     # evaluate.py imports lpips (and through it torchvision) and scikit-image; loading it only when asked for
     # keeps --help and --dry-run fast, since the task registry imports this package.
     if name == "evaluate_translation":
-        from falcli.tasks.translation.evaluate import evaluate_translation
+        from falcli.tasks.translation.evaluate import evaluate_translation  # keeps --help fast
 
         return evaluate_translation
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -128,10 +128,6 @@ def is_depth(array: np.ndarray | torch.Tensor) -> bool:
     return array.dtype in (np.float32, np.float64, torch.float32, torch.float64)
 
 
-def channels_of(array: np.ndarray) -> int:
-    return array.shape[3] if array.ndim == 4 else 1
-
-
 def resize_mode(field: str, meta: dict, depth: bool) -> str:
     """Depth and label maps keep their values (nearest); photos are resized bicubically, as prepared."""
     declared = meta.get("resize_filter", {}).get(field)

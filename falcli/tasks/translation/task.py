@@ -18,7 +18,8 @@ from torch import nn
 from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
-from falcli.tasks.base import Batch
+from falcli.core.files import ImageFiles
+from falcli.tasks.base import Batch, EvaluatePaths
 from falcli.tasks.translation import data as paired
 from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator, decoder_stage_channels, \
     patch_map_size
@@ -118,6 +119,11 @@ class TranslationTask:
     DataConfig = DataConfig
     ModelConfig = ModelConfig
     dims = 2
+    conditional = True
+    supports_methods: frozenset[str] = frozenset()
+    checkpoint_metrics = ("l1", "psnr", "ssim", "lpips", "fcn", "depth")
+    samples_caption = "Per pair: input | t = 1 … T | target; below each step D's map σ(D) (red = fake, blue = real)."
+    array_export = None
 
     def validate(self, recipe) -> None:
         data, model = recipe.data, recipe.model
@@ -137,6 +143,21 @@ class TranslationTask:
 
     def pairing(self, recipe) -> Pairing:
         return resolve_pairing(recipe.data)
+
+    def evaluation_pool(self, recipe) -> int | None:
+        return len(self.make_dataset(recipe, "val"))  # scored on the val pairs: never more than there are
+
+    def sample_files(self, recipe) -> ImageFiles:
+        """The outputs, stored as the targets are (depth: 16-bit PNG in millimetres)."""
+        pairing = self.pairing(recipe)
+        depth = pairing.depth_range if pairing.target_is_depth else None
+        return ImageFiles(recipe.data.image_size, pairing.target_channels,
+                          paired.resize_mode(pairing.target_field, pairing.meta, depth is not None), depth, "outputs")
+
+    def condition_files(self, recipe) -> ImageFiles:
+        pairing = self.pairing(recipe)
+        return ImageFiles(recipe.data.image_size, pairing.input_channels,
+                          paired.resize_mode(pairing.input_field, pairing.meta, False), None, "inputs")
 
     def make_dataset(self, recipe, split: str) -> paired.PairedDataset:
         return self._dataset(recipe, split, extras=split != "train")
@@ -215,7 +236,11 @@ class TranslationTask:
         save_png(labelled(tile(rows), rows, column_labels=columns, colour_scale=True), path)
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                 num_samples: int) -> list[dict[str, float]]:
+                 num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
         from falcli.tasks.translation.evaluate import evaluate_translation
 
-        return evaluate_translation(G, D, recipe, device, steps, num_samples)
+        paths = paths or EvaluatePaths()
+        return evaluate_translation(G, D, recipe, device, steps, num_samples, lpips_weights=paths.weights,
+                                    seg_weights=paths.seg_weights, note=paths.note,
+                                    allow_unofficial_weights=paths.allow_unofficial_weights,
+                                    class_means=paths.class_means)
