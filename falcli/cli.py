@@ -94,7 +94,8 @@ def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):
 @app.command()
 @user_errors
 def train(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/toy.yaml")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/toy.yaml, or a shipped recipe's name "
+                                                "(`fal recipes`)")],
     set_: SetOpt = None,
     out: OutOpt = None,
     device: DeviceOpt = "auto",
@@ -143,11 +144,43 @@ def train(
 
 @app.command()
 @user_errors
+def recipes() -> None:
+    """List the recipes that come with fal: `fal train NAME` runs one from any folder."""
+    import yaml
+
+    from falcli.config import SHIPPED_RECIPES, shipped_recipes
+    from falcli.console import console
+
+    for path in shipped_recipes():
+        text = path.read_text()
+        task = (yaml.safe_load(text) or {}).get("task", "?")
+        about = next((line.lstrip("# ").split(" — ", 1)[-1] for line in text.splitlines() if line.startswith("#")),
+                     "")
+        console.print(f"[bold]{path.stem:<22}[/] {task:<17} {about}", soft_wrap=True)
+    console.print(f"in {SHIPPED_RECIPES}", soft_wrap=True)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 step', '3 steps'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _free_folder(first: Path) -> Path:
+    """`first` if it is free (missing or empty), else first-2, first-3, …: a repeated experiment gets its own."""
+    candidate, n = first, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = first.with_name(f"{first.name}-{n}")
+    return candidate
+
+
+@app.command()
+@user_errors
 def toy(
     recipe: Annotated[Path, typer.Argument(help="Toy recipe")] = Path("recipes/toy.yaml"),
     set_: SetOpt = None,
     out: OutOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (recipe seed, +1, …); tables show "
                                                    "mean ± std")] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
@@ -157,7 +190,7 @@ def toy(
     from falcli.console import console
 
     resolved = _resolve(recipe, set_, None)
-    out = out or Path("runs") / f"{resolved.name}-experiment"
+    out = out or _free_folder(Path("runs") / f"{resolved.name}-experiment")
     result = toy_experiment.run(resolved, out, device=device, seeds=seeds, quick=quick)
     toy_experiment.print_table(result, console)
     console.print(f"[green]done[/] → {out / 'toy_figure.png'}, {out / 'toy_table.json'}")
@@ -310,8 +343,8 @@ def sample(
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
     with _stage_progress() as progress:
         manifest = run_sample(options, on_progress=progress)
-    console.print(f"[green]done[/] → {out} ({manifest['count']} {manifest['task']} samples after "
-                  f"{manifest['steps']} steps)")
+    console.print(f"[green]done[/] → {out} ({_count(manifest['count'], manifest['task'] + ' sample')} after "
+                  f"{_count(manifest['steps'], 'step')})")
 
 
 @app.command()
@@ -362,20 +395,20 @@ def refine(
     if result["inversion"]:
         inversion = result["inversion"]
         console.print(f"inversion: reconstruction error (MSE) {inversion['error_start']:.4f} → "
-                      f"{inversion['error']:.4f} after {inversion['iterations']} iterations")
+                      f"{inversion['error']:.4f} after {_count(inversion['iterations'], 'iteration')}")
     if result.get("drs"):
         drs = result["drs"]
         console.print(f"drs: accepted {drs['accepted']} of {drs['draws']} draws (acceptance {drs['acceptance']:.1%})")
-    scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_score"], start=1))
+    scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_real_probability"], start=1))
     console.print(f"D's mean score σ(D) per step  {scores}")
-    console.print(f"[green]done[/] → {result['out']} ({result['count']} samples, {result['steps']} steps, "
-                  f"{result['method']})")
+    console.print(f"[green]done[/] → {result['out']} ({_count(result['count'], 'sample')}, "
+                  f"{_count(result['steps'], 'step')}, {result['method']})")
 
 
 @app.command()
 @user_errors
 def evaluate(
-    metric: Annotated[str, typer.Argument(help="fid, kid, l1, psnr, ssim, lpips, fcn, depth, voxel-accuracy, toy, "
+    metric: Annotated[str, typer.Argument(help="fid, kid, l1, psnr, ssim, ssim-gaussian, lpips, fcn, depth, voxel-accuracy, toy, "
                                                "or all (the task's default metrics; needs --ckpt)")],
     a: Annotated[Path | None, typer.Argument(help="Outputs: a folder (matched by name with B), an .npy; fid/kid: "
                                                   "a folder, .npz or .pt")] = None,
@@ -407,6 +440,10 @@ def evaluate(
     min_depth: Annotated[float, typer.Option(help="depth: valid truth above this, metres")] = 1e-3,
     max_depth: Annotated[float, typer.Option(help="depth: valid truth below this, metres")] = 10.0,
     eigen_crop: Annotated[bool, typer.Option("--eigen-crop", help="depth on files: Eigen's NYU crop")] = False,
+    kid_subset_size: Annotated[int, typer.Option(help="kid: samples per subset; each side needs at least "
+                                                      "this many")] = 1000,
+    class_means: Annotated[str, typer.Option(help="fcn: pix2pix (absent classes count 0, the FCN-score) or "
+                                                  "present (keys *_present)")] = "pix2pix",
 ) -> None:
     """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
     from falcli.console import console
@@ -414,7 +451,8 @@ def evaluate(
 
     options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
                               allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
-                              seg_weights, judge, class_name, dataset, min_depth, max_depth, eigen_crop)
+                              seg_weights, judge, class_name, dataset, min_depth, max_depth, eigen_crop,
+                              kid_subset_size=kid_subset_size, class_means=class_means)
     with _stage_progress() as progress:
         evaluation = run(metric, options, progress)
     print_evaluation(evaluation, console)

@@ -85,6 +85,9 @@ class TrainConfig:
     lr_discriminator: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)   # Adam β1, β2
     lr_decay_start: int | None = None   # iteration where lr starts decaying linearly to 0; None = constant
+    # The same as a fraction of the run (pix2pix's n_epochs / (n_epochs + n_epochs_decay), 0.5): shortening the
+    # run with --set train.iterations=N keeps it valid. Set one of the two.
+    lr_decay_start_fraction: float | None = None
     ema_decay: float = 0.0              # EMA of G per iteration (e.g. 0.999); 0 disables it
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     cuda_graph: bool = False            # replay the whole step from CUDA graphs (one CUDA process; falcli/core/cuda_graphs.py)
@@ -112,8 +115,22 @@ class TrainConfig:
             raise FalError(f"train.ema_decay must be in [0, 1) (got {self.ema_decay})")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise FalError("train.keep_checkpoints must be >= 1, or null to keep all")
+        if self.lr_decay_start is not None and self.lr_decay_start_fraction is not None:
+            raise FalError("train.lr_decay_start and train.lr_decay_start_fraction are both set; keep one (set the "
+                           "other to null)")
+        if self.lr_decay_start_fraction is not None and not 0.0 <= self.lr_decay_start_fraction < 1.0:
+            raise FalError(f"train.lr_decay_start_fraction must be in [0, 1) (got {self.lr_decay_start_fraction})")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.iterations:
-            raise FalError(f"train.lr_decay_start must be in [0, train.iterations) (got {self.lr_decay_start})")
+            raise FalError(f"train.lr_decay_start must be in [0, train.iterations = {self.iterations}) (got "
+                           f"{self.lr_decay_start}); for a shorter run set train.lr_decay_start=null "
+                           f"train.lr_decay_start_fraction=0.5 (decay over the second half, as pix2pix)")
+
+    @property
+    def decay_start(self) -> int | None:
+        """The iteration where the learning rate starts decaying to 0 (None: constant)."""
+        if self.lr_decay_start_fraction is not None:
+            return int(round(self.lr_decay_start_fraction * self.iterations))
+        return self.lr_decay_start
 
 
 @dataclass(frozen=True)
@@ -167,17 +184,49 @@ class Recipe:
 
 # --- loading ---
 
-SHIPPED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # the checkout's recipes/ (editable install)
+def shipped_recipes_dir() -> Path:
+    """The recipes that come with fal: the package `falcli.recipes` of an installed wheel (pyproject maps the
+    checkout's top-level recipes/ onto it), else the checkout's recipes/ (a source tree on PYTHONPATH)."""
+    from importlib import resources
+
+    try:
+        # falcli.recipes holds no __init__.py (the checkout's recipes/ stays plain YAML), so it is a namespace
+        # package whose files() is a MultiplexedPath: its entries are real paths, the folder is their parent.
+        entries = [entry for entry in resources.files("falcli.recipes").iterdir() if entry.name.endswith(".yaml")]
+    except ModuleNotFoundError:
+        entries = []
+    if entries:
+        return Path(str(entries[0])).parent
+    return Path(__file__).resolve().parents[1] / "recipes"
+
+
+SHIPPED_RECIPES = shipped_recipes_dir()
+
+
+def shipped_recipes() -> list[Path]:
+    """The shipped recipe files, sorted by name."""
+    return sorted(SHIPPED_RECIPES.glob("*.yaml"))
+
+
+def find_recipe(path: Path | str) -> Path:
+    """A recipe file: `path` itself when it exists; else the shipped recipe it names — a bare name (`toy`,
+    `toy.yaml`) or `recipes/NAME.yaml` typed outside the checkout."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    bare = len(path.parts) == 1
+    if bare or (path.parts[:1] == ("recipes",) and len(path.parts) == 2):
+        shipped = SHIPPED_RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    names = ", ".join(p.stem for p in shipped_recipes())
+    raise FalError(f"{path}: no such recipe file; the shipped ones are {names} (`fal recipes` lists them)")
+
 
 def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a YAML recipe, apply `key.sub=value` overrides, and build the typed Recipe (a JudgeRecipe
     when the task names a judge)."""
-    path = Path(path)
-    shipped = SHIPPED_RECIPES / path.name
-    if not path.is_file() and path.parts[:1] == ("recipes",) and len(path.parts) == 2 and shipped.is_file():
-        path = shipped  # `fal toy` or `fal train recipes/x.yaml` run outside the checkout: the shipped recipe
-    if not path.is_file():
-        raise FalError(f"{path}: no such recipe file (the shipped ones are in {SHIPPED_RECIPES})")
+    path = find_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -39,13 +39,21 @@ def _add(node: Tree, values: dict, defaults: dict) -> None:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int) -> Iterator:
-    """Yields update(done, total, stats): a rich bar that also shows the latest logged losses."""
+    """Yields update(done, total, stats): a rich bar that also shows the latest logged losses.
+
+    The bar is drawn at the first update, not on entry: work that refuses its inputs (no prepared dataset, a
+    taken folder) stops before any update, so the user sees the one error line, not a 0/595000 bar above it.
+    """
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[stats]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        task_id = progress.add_task(description, total=total, stats="")
+    with contextlib.ExitStack() as stack:
+        started: list = []  # [progress, task id] once drawn
 
         def update(done: int, total: int, stats: dict | None = None, description: str | None = None) -> None:
+            if not started:
+                progress = stack.enter_context(Progress(*columns, console=console, transient=False))
+                started.extend([progress, progress.add_task(description_, total=total, stats="")])
+            progress, task_id = started
             fields = {"description": description} if description else {}
             if stats:
                 shown = [f"{k.split('/', 1)[1]}={v:.3f}" for k, v in stats.items()
@@ -53,4 +61,5 @@ def progress_bar(description: str, total: int) -> Iterator:
                 fields["stats"] = " ".join(shown)
             progress.update(task_id, completed=done, total=total, **fields)
 
+        description_ = description
         yield update

@@ -162,9 +162,9 @@ def test_steps_beyond_training_warn_and_steps_zero_is_refused_before_anything_is
 
 
 def test_all_keeps_only_the_recipes_evaluate_metrics(tmp_path):
-    run_dir = _train(tmp_path, "picky", "toy.yaml", TINY_TOY + ["evaluate.metrics=[high_quality, d_score]"])
+    run_dir = _train(tmp_path, "picky", "toy.yaml", TINY_TOY + ["evaluate.metrics=[high_quality, d_logit]"])
     evaluation = run("all", EvaluateOptions(ckpt=run_dir, device="cpu"))
-    assert [set(row) for row in evaluation.rows] == [{"step", "high_quality", "d_score"}] * 3
+    assert [set(row) for row in evaluation.rows] == [{"step", "high_quality", "d_logit"}] * 3
 
 
 @pytest.mark.parametrize("metric, name", [("ssim", "toy"), ("voxel-accuracy", "toy"), ("toy", "photo"),
@@ -253,7 +253,7 @@ def test_image_folders_are_matched_by_name_and_equal_the_metric_functions(image_
     outputs, targets = image_pairs
     x, y = _network(outputs, ".png"), _network(targets, ".bmp")
     expected = {"l1": image_metrics.l1(x, y), "psnr": image_metrics.psnr(x, y, data_range=2.0),
-                "ssim": image_metrics.ssim(x, y, data_range=2.0)}
+                "ssim": image_metrics.ssim(image_metrics.to_pixels(x), image_metrics.to_pixels(y))}
     for metric, value in expected.items():
         evaluation = run(metric, EvaluateOptions(a=outputs, b=targets, device="cpu"))
         assert evaluation.rows == [{"step": None, metric: pytest.approx(value, rel=1e-12)}]
@@ -405,13 +405,16 @@ def test_fid_and_kid_are_the_engines_values_with_one_row_per_step_for_a_checkpoi
     real = _pngs(tmp_path / "real", make_shapes(12, 32, seed=1)["images"], [f"{i:02d}" for i in range(12)])
     other = _pngs(tmp_path / "other", make_shapes(10, 32, seed=5)["images"], [f"{i:02d}" for i in range(10)])
     space = f"judge:{world['shapes_judge']}"
-    kid = run("kid", EvaluateOptions(a=other, b=real, device="cpu", feature_space=space, workers=0))
-    engine = fid_command(other, real, kid=True, device="cpu", feature_space=space, workers=0)
+    kid = run("kid", EvaluateOptions(a=other, b=real, device="cpu", feature_space=space, workers=0,
+                                     kid_subset_size=10))
+    engine = fid_command(other, real, kid=True, device="cpu", feature_space=space, workers=0, kid_subset_size=10)
     assert [{k: v for k, v in row.items() if k != "fid"} for row in engine["rows"]] == kid.rows
     assert "kid" in kid.rows[0] and "fid" not in kid.rows[0] and kid.rows[0]["step"] is None
     few = _pngs(tmp_path / "few", make_shapes(4, 32, seed=7)["images"], range(4))  # 4 images, 4-dim features
-    assert np.isfinite(run("kid", EvaluateOptions(a=few, b=real, device="cpu", feature_space=space,
-                                                  workers=0)).rows[0]["kid"])  # no covariance, no refusal
+    assert np.isfinite(run("kid", EvaluateOptions(a=few, b=real, device="cpu", feature_space=space, workers=0,
+                                                  kid_subset_size=4)).rows[0]["kid"])  # no covariance needed
+    with pytest.raises(FalError, match="KID subset size 1000 is larger than the samples"):
+        run("kid", EvaluateOptions(a=few, b=real, device="cpu", feature_space=space, workers=0))
     run_dir = Path(shutil.copytree(world["runs"]["image"], tmp_path / "image"))
     fid = run("fid", EvaluateOptions(ckpt=run_dir, a=real, device="cpu", feature_space=space, workers=0,
                                      num_samples=12, steps=2))

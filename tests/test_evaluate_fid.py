@@ -75,7 +75,7 @@ def test_folders_give_pytorch_fids_own_value_and_are_labelled_not_comparable(tmp
     a = _pngs(tmp_path / "a", rng.integers(0, 256, (65, 8, 8, 3), dtype=np.uint8))
     b = _pngs(tmp_path / "b", rng.integers(0, 120, (65, 8, 8, 3), dtype=np.uint8))
     ours = fid_command(a, b, dims=64, weights=random_weights, allow_unofficial=True, kid=True, device="cpu",
-                       workers=0, batch_size=20)
+                       workers=0, batch_size=20, kid_subset_size=50)
     state = torch.load(random_weights, weights_only=True)
     monkeypatch.setattr(pfi, "load_state_dict_from_url", lambda *args, **kwargs: state)
     theirs = fid_score.calculate_fid_given_paths([str(a), str(b)], 50, "cpu", 64, num_workers=0)
@@ -88,20 +88,31 @@ def test_folders_give_pytorch_fids_own_value_and_are_labelled_not_comparable(tmp
 
 
 def test_weights_are_checked_and_never_downloaded(tmp_path, random_weights, monkeypatch):
-    _pngs(tmp_path / "a", np.zeros((3, 8, 8, 3), np.uint8))
+    _pngs(tmp_path / "a", np.zeros((65, 8, 8, 3), np.uint8))
     with pytest.raises(FalError, match="not the official .* --allow-unofficial-weights"):
         fid_command(tmp_path / "a", tmp_path / "a", dims=64, weights=random_weights, device="cpu", workers=0)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     monkeypatch.delenv("FAL_WEIGHTS_DIR", raising=False)
     with pytest.raises(FalError, match="not found and fal never downloads.*--weights PATH"):
         fid_command(tmp_path / "a", tmp_path / "a", dims=64, device="cpu", workers=0)
-    with pytest.raises(FalError, match=r"3 samples for 64-dim features .* smaller --dims"):
-        fid_command(tmp_path / "a", tmp_path / "a", dims=64, weights=random_weights, allow_unofficial=True,
-                    device="cpu", workers=0)
+
+
+def test_too_few_images_and_a_missing_npz_are_refused_before_weights_or_features(tmp_path, monkeypatch):
+    # No weights anywhere: a refusal that comes first cannot have looked for them, let alone extracted features.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("FAL_WEIGHTS_DIR", raising=False)
+    few, many = _pngs(tmp_path / "few", np.zeros((3, 8, 8, 3), np.uint8)), tmp_path / "many"
+    _pngs(many, np.zeros((70, 8, 8, 3), np.uint8))
+    with pytest.raises(FalError, match=r"few: 3 samples for 64-dim features .* smaller --dims"):
+        fid_command(many, few, dims=64, device="cpu", workers=0)
+    with pytest.raises(FalError, match=r"ref.npz: no such statistics file"):
+        fid_command(many, tmp_path / "ref.npz", dims=64, device="cpu", workers=0)
+    with pytest.raises(FalError, match="KID subset size 1000 is larger than the samples"):
+        fid_command(many, many, dims=64, device="cpu", workers=0, kid=True, fid=False)
 
 
 def test_checkpoint_gives_one_row_per_step_equal_to_its_exported_pngs(world, tmp_path):
-    result = _judge(world, world["ckpt"], world["real"], num_samples=12, kid=True)
+    result = _judge(world, world["ckpt"], world["real"], num_samples=12, kid=True, kid_subset_size=12)
     assert [row["step"] for row in result["rows"]] == [1, 2, 3]
     assert all(np.isfinite(row["fid"]) and "kid" in row for row in result["rows"])
     assert "G_ema, 12 samples per step" in result["protocol"]["a"]  # the recipe keeps an EMA of G

@@ -103,7 +103,7 @@ def test_eigen_crop_bounds():
 def test_perfect_segmentation():
     gt = np.array([[0, 1], [2, 255]])
     scores = segmentation.segmentation_scores(segmentation.confusion(gt, gt, n_classes=3))
-    assert (scores["pixel_accuracy"], scores["class_accuracy"], scores["class_iou"]) == (1.0, 1.0, 1.0)
+    assert (scores["pixel_accuracy"], scores["class_accuracy"], scores["class_iou"]) == pytest.approx((1, 1, 1))
 
 
 def test_never_predicted_class_and_absent_classes():
@@ -115,8 +115,12 @@ def test_never_predicted_class_and_absent_classes():
     assert scores["pixel_accuracy"] == 0.5
     assert scores["per_class_iou"][1] == 0.0 and scores["per_class_iou"][0] == 0.5
     assert np.isnan(scores["per_class_iou"][2]) and np.isnan(scores["per_class_iou"][3])
-    assert scores["class_iou"] == pytest.approx(0.25)  # nanmean over classes 0 and 1 only
-    assert scores["class_accuracy"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert scores["class_iou"] == pytest.approx(0.5 / 4)  # pix2pix: absent classes 2 and 3 count as 0
+    assert scores["class_accuracy"] == pytest.approx(1 / 4)
+    present = segmentation.segmentation_scores(hist, class_means="present")
+    assert present["class_iou_present"] == pytest.approx(0.25)  # nanmean over classes 0 and 1 only
+    assert present["class_accuracy_present"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert "class_iou" not in present
 
 
 def test_confusion_sums_and_rejects_out_of_range():

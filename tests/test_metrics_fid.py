@@ -76,8 +76,21 @@ def test_kid_matches_direct_unbiased_mmd_formula():
     xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
     yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
     xy = sum(k(x[i], y[j]) for i in range(5) for j in range(5)) / 25
-    mean, std = fid.kid(x, y, subsets=3, subset_size=50)  # clipped to 5: every subset is the full set
+    mean, std = fid.kid(x, y, subsets=3, subset_size=5)  # every subset is the full set
     assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-10) and std == pytest.approx(0, abs=1e-12)
+
+
+def test_kid_refuses_fewer_samples_than_the_subset_size_as_torch_fidelity_does():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(8, 3))
+    # Before: the subset silently shrank to all 5 samples, every subset the same, kid_std ≈ 0.
+    with pytest.raises(FalError, match=r"KID subset size 50 is larger than the samples \(5 and 8\); pass "
+                                       r"--kid-subset-size 2 \(at most 5\)"):
+        fid.kid(x, y, subsets=3, subset_size=50)
+    with pytest.raises(FalError, match="must be >= 2"):
+        fid.kid(x, y, subset_size=1)
+    _, std = fid.kid(x, y, subsets=10, subset_size=3)
+    assert std > 0  # real subsets, a real spread
 
 
 def test_statistics_and_too_few_samples():

@@ -135,8 +135,8 @@ def test_image_refine_writes_every_step_heatmaps_grid_and_finite_scores(ckpt, tm
     grid = png(out / "grid.png")
     assert grid.shape[0] == 5 * 32 + 4 * 2 and grid.shape[1] == 6 * 32 + 5 * 2  # t=1..3 and 3 heat maps
     saved = json.loads((out / "refine.json").read_text())
-    assert saved == result and len(saved["d_score"]) == 3
-    assert all(0 < s < 1 for s in saved["d_score"])
+    assert saved == result and len(saved["d_real_probability"]) == 3
+    assert all(0 < s < 1 for s in saved["d_real_probability"])
 
 
 def test_voxel_refine_starts_from_the_binvox_and_uses_the_latents(ckpt, tmp_path):
@@ -194,7 +194,7 @@ def test_more_steps_than_trained_is_allowed_with_a_warning(ckpt, tmp_path):
     sample(SampleOptions(path, tmp_path / "s", count=8))
     warnings: list[str] = []
     result = refine(RefineOptions(path, tmp_path / "s", tmp_path / "r", steps=5), warn=warnings.append)
-    assert len(result["d_score"]) == 5 and (tmp_path / "r" / "step-5" / "points.npy").is_file()
+    assert len(result["d_real_probability"]) == 5 and (tmp_path / "r" / "step-5" / "points.npy").is_file()
     assert any("more than the 3 steps the model was trained with" in w for w in warnings)
 
 
@@ -335,7 +335,7 @@ def test_cli_sample_then_refine_end_to_end(ckpt, tmp_path):
     assert result.exit_code == 0, result.output
     result = cli("refine", "--ckpt", path, "--steps", 3, "--input", tmp_path / "s", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
-    assert "t=3:" in result.output and len(json.loads((tmp_path / "r" / "refine.json").read_text())["d_score"]) == 3
+    assert "t=3:" in result.output and len(json.loads((tmp_path / "r" / "refine.json").read_text())["d_real_probability"]) == 3
 
 
 def test_samples_record_the_checkpoint_file_even_when_given_its_run_folder(ckpt, tmp_path):

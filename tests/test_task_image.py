@@ -174,7 +174,8 @@ def test_sample_picture_shows_reals_then_samples_and_heatmaps_per_step(tmp_path)
         out = unroll(G.eval(), D.eval(), batch.gen_input, None, 3, r.feedback, lambda x: x)
     TASK.save_samples(out, batch, tmp_path / "grid.png")
     picture = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert picture.shape == (7 * 34 - 2, 16 * 34 - 2, 3)  # 1 real row + 3 × (samples, D's map); 16 columns
+    # 1 real row + 3 × (samples, D's map); 16 columns; row labels ("step 3": 8 + 6·6 px) left, D's scale below
+    assert picture.shape == (7 * 34 - 2 + 26, 16 * 34 - 2 + 44, 3)
 
 
 def test_training_writes_checkpoints_that_restore_and_evaluate_per_step(tmp_path, tiny_judge):

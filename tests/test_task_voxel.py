@@ -211,7 +211,7 @@ def test_evaluate_gives_classifier_accuracy_per_step(judge_path):
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["coverage"] <= 1 and 0 <= row["mmd_iou"] <= 1
         assert row["accuracy"] == row["predicted/airplane"]  # one trained class: the paper's metric
         assert sum(row[f"predicted/{c}"] for c in ("airplane", "car", "vessel", "chair")) == pytest.approx(1)
-        assert {"real_accuracy", "real_accuracy/airplane", "occupancy", "d_score"} <= row.keys()
+        assert {"real_accuracy", "real_accuracy/airplane", "occupancy", "d_real_probability"} <= row.keys()
 
 
 def test_evaluate_trains_the_default_judge_once(tmp_path, monkeypatch):

@@ -324,7 +324,7 @@ def _rejection(options: RefineOptions, recipe, task, G: nn.Module, D: nn.Module,
 
 def _result(options: RefineOptions, chosen: refinement.Method, recipe, task, count: int, steps: int,
             collected: Collected, spent: float, extra: dict) -> dict:
-    metrics = [{"d_score": s / count, "d_logit": lg / count} for s, lg in zip(collected.scores, collected.logits)]
+    metrics = [{"d_real_probability": s / count, "d_logit": lg / count} for s, lg in zip(collected.scores, collected.logits)]
     if hasattr(task, "sample_metrics") and collected.points:  # tasks that score given samples (toy)
         for row, task_row in zip(metrics, task.sample_metrics([torch.cat(p) for p in collected.points], recipe)):
             row.update(task_row)
@@ -332,7 +332,7 @@ def _result(options: RefineOptions, chosen: refinement.Method, recipe, task, cou
         "format": "fal-refine", "version": 1, "task": recipe.task,
         "checkpoint": str(checkpoint.resolve(options.checkpoint).resolve()),  # the file, not a run folder
         "method": chosen.name, "count": count, "steps": steps, "trained_steps": recipe.feedback.steps,
-        "d_score": [row["d_score"] for row in metrics],  # mean σ(D) over the map and the samples, per step
+        "d_real_probability": [row["d_real_probability"] for row in metrics],  # mean σ(D) over the map and the samples, per step
         "metrics": metrics, "seconds": spent, "seconds_per_1000": 1000 * spent / count, **extra,
     }
 

@@ -207,7 +207,9 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
     for ax, (title, members) in zip(figure.subplots(1, len(groups), squeeze=False)[0], groups.items()):
         for key in members:
             points = [(r["iteration"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=key.split("/", 1)[-1], linewidth=1.2)
+            # A run shorter than log_every has one point: a line through one point draws nothing, a marker does.
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=key.split("/", 1)[-1], linewidth=1.2,
+                    marker="o" if len(points) == 1 else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
         ax.legend(fontsize=7)

@@ -19,7 +19,7 @@ from falcli.core.runtime import pick_device
 from falcli.tasks import TASKS
 from falcli.core.feedback import unroll
 
-METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "d_score")
+METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "d_logit")
 
 
 def variants(recipe: Recipe) -> dict[str, Recipe]:
@@ -106,7 +106,7 @@ def print_table(result: dict, console) -> None:
             return f"{row[key]:{fmt}} ± {row[key + '_std']:{fmt}}" if seeds > 1 else f"{row[key]:{fmt}}"
         table.add_row(row["model"], str(row["step"]),
                       f"{cell('modes_covered', '.1f')} / {row['modes_total']}", cell("high_quality", ".3f"),
-                      cell("sliced_wasserstein", ".4f"), cell("d_score", ".2f"))
+                      cell("sliced_wasserstein", ".4f"), cell("d_logit", ".2f"))
     console.print(table)
 
 

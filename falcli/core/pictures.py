@@ -42,6 +42,33 @@ def tile(rows: list[list[np.ndarray]]) -> np.ndarray:
     return canvas
 
 
+def labelled(grid: np.ndarray, rows: list[list[np.ndarray]], row_labels: list[str] | None = None,
+             column_labels: list[str] | None = None, colour_scale: bool = False) -> np.ndarray:
+    """`grid` (from tile(rows)) with row labels on the left, column labels on top and, with colour_scale, the
+    heat maps' key below: σ(D) from 0 (fake, red) to 1 (real, blue)."""
+    from PIL import ImageDraw
+
+    height, width = rows[0][0].shape[:2]
+    left = 8 + 6 * max((len(t) for t in row_labels or []), default=0) if row_labels else 0
+    top = 14 if column_labels else 0
+    bottom = 26 if colour_scale else 0
+    canvas = Image.new("RGB", (max(left + grid.shape[1], 170), top + grid.shape[0] + bottom), "white")
+    canvas.paste(Image.fromarray(grid), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for r, text in enumerate(row_labels or []):
+        draw.text((2, top + r * (height + GUTTER) + height // 2 - 5), text, fill=(0, 0, 0))
+    for c, text in enumerate(column_labels or []):
+        draw.text((left + c * (width + GUTTER) + 1, 1), text, fill=(0, 0, 0))
+    if colour_scale:
+        ramp = heatmap(torch.linspace(0.0, 1.0, 100).clamp(1e-4, 1 - 1e-4).logit()[None, None, None], (8, 100))[0]
+        y = top + grid.shape[0] + 4
+        canvas.paste(Image.fromarray(ramp), (left + 30, y))
+        draw.text((left + 2, y - 1), "D: 0", fill=(0, 0, 0))  # σ(D); the default bitmap font has no σ
+        draw.text((left + 134, y - 1), "1", fill=(0, 0, 0))
+        draw.text((left + 30, y + 10), "fake       real", fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
 def save_png(image: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)

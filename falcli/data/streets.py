@@ -10,6 +10,7 @@ import numpy as np
 
 from falcli.data.noise import upsample_bilinear
 from falcli.errors import FalError
+from falcli.metrics.segmentation import colors_to_train_ids, train_ids_to_colors
 
 SIZES = (32, 64, 128, 256)
 
@@ -27,19 +28,6 @@ STREETS_CLASSES: dict[int, str] = {
     11: "person",
     13: "car",
 }
-
-# The standard Cityscapes palette, indexed by train id (0..18); 255 (ignore) is black.
-CITYSCAPES_COLORS = np.array(
-    [
-        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-        (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)
-_LUT = np.zeros((256, 3), np.uint8)
-_LUT[: len(CITYSCAPES_COLORS)] = CITYSCAPES_COLORS
 
 ROAD, SIDEWALK, BUILDING, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY, PERSON, CAR = 0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 13
 MAX_DEPTH = 10.0
@@ -84,17 +72,12 @@ def meta() -> dict:
 
 def trainid_to_color(ids: np.ndarray) -> np.ndarray:
     """Cityscapes colours for train ids: (...,) integer -> (..., 3) uint8; unknown ids are black."""
-    return _LUT[np.asarray(ids).astype(np.uint8)]
+    return train_ids_to_colors(ids)
 
 
 def color_to_trainid(rgb: np.ndarray) -> np.ndarray:
     """Nearest Cityscapes colour's train id, for decoding generated label maps: (..., 3) -> (...,) uint8."""
-    flat = np.asarray(rgb, np.float32).reshape(-1, 1, 3)
-    out = np.empty(flat.shape[0], np.uint8)
-    pal = CITYSCAPES_COLORS.astype(np.float32)[None]
-    for s in range(0, flat.shape[0], 1 << 18):  # chunks keep the (pixels, 19, 3) difference small
-        out[s : s + (1 << 18)] = ((flat[s : s + (1 << 18)] - pal) ** 2).sum(-1).argmin(-1)
-    return out.reshape(np.shape(rgb)[:-1])
+    return colors_to_train_ids(rgb, void=False)
 
 
 def make_streets(n: int, size: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
@@ -119,7 +102,7 @@ def make_streets(n: int, size: int = 64, seed: int = 0) -> dict[str, np.ndarray]
         lab, photo, depth = _render(_draw(seed, idx, size), size)
         sl = slice(idx.start, idx.stop)
         out["label_trainid"][sl] = lab
-        out["label_color"][sl] = _LUT[lab]
+        out["label_color"][sl] = train_ids_to_colors(lab)
         out["photo"][sl] = photo
         out["depth"][sl] = depth
     return out

@@ -14,34 +14,20 @@ from falcli.errors import FalError
 from falcli.formats.archive import DirSource, Source, is_archive, open_source
 from falcli.formats.images import decode_image, resize, resize_array, to_array
 from falcli.formats.store import DatasetWriter, Progress, created_by, write_split
+from falcli.metrics.segmentation import (CITYSCAPES_COLORS, CITYSCAPES_TRAIN_CLASSES, IGNORE, LABEL_ID_TO_TRAIN_ID,
+                                        colors_to_train_ids)
 
-# cityscapesScripts labels.py: label id -> train id (every other id in 0..33 is ignored = 255).
-ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-                 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 NUM_LABEL_IDS = 34
-IGNORE = 255
-TRAINID_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-                 "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-                 "motorcycle", "bicycle")
-TRAINID_COLORS = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-                  (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-                  (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-                  (0, 80, 100), (0, 0, 230), (119, 11, 32))
-# Colours of the ignored classes in *_gtFine_color.png (unlabeled, dynamic, ground, parking, rail track,
-# guard rail, bridge, tunnel, caravan, trailer), so that nearest-colour lookup can return "ignore" too.
-VOID_COLORS = ((0, 0, 0), (111, 74, 0), (81, 0, 81), (250, 170, 160), (230, 150, 140), (180, 165, 180),
-               (150, 100, 100), (150, 120, 90), (0, 0, 90), (0, 0, 110))
+TRAINID_NAMES = CITYSCAPES_TRAIN_CLASSES
+TRAINID_COLORS = tuple(tuple(int(v) for v in c) for c in CITYSCAPES_COLORS)
 
 SPLITS = ("train", "val")
 DIRECTIONS = {"labels_to_photo": ["label_color", "photo"], "photo_to_labels": ["photo", "label_color"]}
 DOWNLOAD_HINT = ("get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
                  "https://www.cityscapes-dataset.com/downloads/ into one folder and pass it as --raw")
 
-_LUT = np.full(256, IGNORE, dtype=np.uint8)
-for _id, _train in ID_TO_TRAINID.items():
-    _LUT[_id] = _train
-_PALETTE = np.array(TRAINID_COLORS + VOID_COLORS, dtype=np.int32)
-_PALETTE_IDS = np.array(list(range(len(TRAINID_COLORS))) + [IGNORE] * len(VOID_COLORS), dtype=np.uint8)
+# cityscapesScripts labels.py: label id -> train id (every other id in 0..33 is ignored = 255).
+_LUT = LABEL_ID_TO_TRAIN_ID
 _PHOTO = re.compile(r"^leftImg8bit/(?P<split>train|val)/(?P<city>[^/]+)/(?P<id>[^/]+)_leftImg8bit\.png$")
 _PIX2PIX = re.compile(r"^(?:cityscapes/)?(?P<split>train|val)/(?P<id>[^/]+)\.jpg$")
 
@@ -57,9 +43,7 @@ def label_ids_to_trainids(ids: np.ndarray, name: str) -> np.ndarray:
 
 def colors_to_trainids(rgb: np.ndarray) -> np.ndarray:
     """Train ids of an (H, W, 3) colour label by nearest palette colour (void colours give 255)."""
-    pixels = rgb.reshape(-1, 3).astype(np.int32)
-    distance = ((pixels[:, None, :] - _PALETTE[None, :, :]) ** 2).sum(axis=2)
-    return _PALETTE_IDS[distance.argmin(axis=1)].reshape(rgb.shape[:2])
+    return colors_to_train_ids(rgb, void=True)
 
 
 def _meta(size: int, layout: str) -> dict:

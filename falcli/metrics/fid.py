@@ -64,15 +64,16 @@ def kid(
 ) -> tuple[float, float]:
     """Kernel Inception Distance (Binkowski et al. 2018); feats (N, d), (M, d) → (mean, std) over subsets.
 
-    Each subset draws min(subset_size, N, M) rows from each side without replacement and computes the unbiased
-    MMD² with k(x, y) = (x·y / d + 1)³, as torch-fidelity and clean-fid do; std uses ddof=0 like torch-fidelity.
+    Each subset draws subset_size rows from each side without replacement and computes the unbiased MMD² with
+    k(x, y) = (x·y / d + 1)³, as torch-fidelity and clean-fid do; std uses ddof=0 like torch-fidelity. Fewer
+    samples than subset_size on a side is refused, as torch-fidelity refuses it: every subset would then be the
+    whole set and kid_std a meaningless 0 (`check_kid_counts` says so before any features are extracted).
     """
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise FalError(f"KID features do not match: {a.shape} vs {b.shape}; extract both with the same --dims")
-    m = min(subset_size, len(a), len(b))
-    if m < 2:
-        raise FalError(f"KID needs at least 2 samples per side, got {len(a)} and {len(b)}; add more images")
+    check_kid_counts(len(a), len(b), subset_size)
+    m = subset_size
     if subsets < 1:
         raise FalError(f"KID needs at least one subset, got subsets={subsets}")
     rng = np.random.default_rng(seed)
@@ -83,6 +84,16 @@ def kid(
         ]
     )
     return float(mmds.mean()), float(mmds.std())
+
+
+def check_kid_counts(n_a: int, n_b: int, subset_size: int) -> None:
+    """torch-fidelity's rule: each side needs at least subset_size samples (and a subset at least 2)."""
+    if subset_size < 2:
+        raise FalError(f"--kid-subset-size must be >= 2 (the unbiased MMD² needs pairs), got {subset_size}")
+    if min(n_a, n_b) < subset_size:
+        raise FalError(f"KID subset size {subset_size} is larger than the samples ({n_a} and {n_b}); pass "
+                       f"--kid-subset-size {max(2, min(n_a, n_b) // 2)} (at most {min(n_a, n_b)}) or use more "
+                       f"images")
 
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

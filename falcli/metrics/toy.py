@@ -43,5 +43,5 @@ def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, refere
         "sliced_wasserstein": sliced_wasserstein(samples, reference.cpu()),
     }
     if d_logits is not None:
-        result["d_score"] = float(d_logits.detach().float().mean())
+        result["d_logit"] = float(d_logits.detach().float().mean())
     return result

@@ -29,9 +29,10 @@ MetricFn = Callable[[str, "EvaluateOptions", ProgressFn], "Evaluation"]
 FilesFn = Callable[[str, "EvaluateOptions", ProgressFn], "files.FileScore"]
 # What a metric keeps of a task's per-step rows: a name matches the key itself and every `name/…` key.
 SELECT: dict[str, tuple[str, ...]] = {
-    "l1": ("l1",), "psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",),
+    "l1": ("l1",), "psnr": ("psnr",), "ssim": ("ssim",), "ssim-gaussian": ("ssim_gaussian",), "lpips": ("lpips",),
     "fcn": ("fcn", "fcn_real", "labels"), "depth": ("depth",),
     "voxel-accuracy": ("accuracy", "predicted", "real_accuracy"),
+    "d_score": ("d_logit", "d_real_probability"),  # the one name D's score had before: old recipes keep working
 }
 
 
@@ -59,6 +60,8 @@ class EvaluateOptions:
     min_depth: float = 1e-3             # depth: ground truth is valid in (min_depth, max_depth), metres
     max_depth: float = 10.0
     eigen_crop: bool = False            # depth on files: score only inside Eigen's NYU crop
+    kid_subset_size: int = 1000         # fid/kid: samples per KID subset (torch-fidelity's default)
+    class_means: str = "pix2pix"        # fcn: pix2pix's get_scores (absent classes 0) or present (keys *_present)
 
 
 @dataclass
@@ -88,6 +91,10 @@ def run(metric: str, options: EvaluateOptions, progress: ProgressFn | None = Non
     """Compute `metric` on the inputs in `options`, write the JSON (see `write_json`) and return the result."""
     if metric not in METRICS:
         raise FalError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    from falcli.metrics.segmentation import CLASS_MEANS
+
+    if options.class_means not in CLASS_MEANS:
+        raise FalError(f"--class-means {options.class_means!r}: choose one of {', '.join(CLASS_MEANS)}")
     options = _check_options(metric, options)
     evaluation = METRICS[metric](metric, options, progress or (lambda *_: None))
     evaluation.written = write_json(evaluation, options.json_path)
@@ -338,7 +345,8 @@ def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
                              allow_unofficial=options.allow_unofficial_weights, kid=options.kid or metric == "kid",
                              save_stats=options.save_stats, device=options.device, batch_size=options.batch_size,
                              workers=options.workers, steps=options.steps, num_samples=options.num_samples,
-                             feature_space=options.feature_space, fid=metric == "fid")
+                             feature_space=options.feature_space, fid=metric == "fid",
+                             kid_subset_size=options.kid_subset_size)
     return Evaluation(metric, result["rows"], {"a": str(a), "b": str(b)}, result["protocol"], notes, info,
                       result["saved"], run_dir)
 
@@ -376,11 +384,18 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
         rows = translation_eval.evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
                                                      lpips_weights=options.weights,
                                                      seg_weights=options.seg_weights, note=reasons.append,
-                                                     allow_unofficial_weights=options.allow_unofficial_weights)
+                                                     allow_unofficial_weights=options.allow_unofficial_weights,
+                                                     class_means=options.class_means)
     rows = _selected(rows, SELECT[metric])
     if not any(rows):  # the evaluation said why in a note
         raise FalError(reasons[-1] if reasons else f"{ck.path}: the evaluation produced no {metric} values")
-    return ck.evaluation(metric, rows, notes, {"split": "val", "images": "[-1, 1], data_range 2"})
+    protocol = {"split": "val", "images": "[-1, 1], data_range 2"}
+    if metric.startswith("ssim"):
+        from falcli.metrics.image import SSIM_PROTOCOLS
+
+        protocol = {"split": "val", "images": "outputs rounded to uint8 values [0, 255], as their PNG files",
+                    "data_range": 255.0, "ssim": SSIM_PROTOCOLS[metric.replace("-", "_")]}
+    return ck.evaluation(metric, rows, notes, protocol)
 
 
 def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
@@ -451,7 +466,8 @@ def _translation_defaults(ck: Restored, options: EvaluateOptions, note: Callable
 
     return evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
                                 lpips_weights=options.weights, seg_weights=options.seg_weights, note=note,
-                                allow_unofficial_weights=options.allow_unofficial_weights)
+                                allow_unofficial_weights=options.allow_unofficial_weights,
+                                class_means=options.class_means)
 
 
 def _voxel_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
@@ -477,6 +493,7 @@ METRICS: dict[str, MetricFn] = {
     "l1": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "psnr": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "ssim": _checkpoint_or_files(_translation_metric, files.image_pairs),
+    "ssim-gaussian": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "lpips": _checkpoint_or_files(_translation_metric, files.image_pairs),
     "fcn": _checkpoint_or_files(_translation_metric, files.fcn),
     "depth": _checkpoint_or_files(_translation_metric, files.depth),

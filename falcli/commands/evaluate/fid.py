@@ -152,6 +152,9 @@ def _statistics(features: np.ndarray, space: FeatureSpace, what: str) -> tuple[n
 
 def _kind(path: Path) -> str:
     if path.suffix == ".npz":
+        if not path.is_file():  # said before any weights are asked for or features extracted
+            raise FalError(f"{path}: no such statistics file (write one with `fal evaluate fid IMAGES {path} "
+                           f"--save-stats`)")
         return "stats"
     if path.suffix == ".pt" or (path / "checkpoints").is_dir():  # a checkpoint, or a run folder (its newest)
         return "checkpoint"
@@ -187,6 +190,9 @@ def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device
     if space.image_size is not None and images[0].shape[-1] != space.image_size:
         raise FalError(f"{path}: makes {images[0].shape[-1]}² images, but the judge scores {space.image_size}² "
                        f"images only")
+    if with_stats and len(images[0]) <= space.dims:  # before the extraction, not after it
+        raise FalError(f"{path}: {len(images[0])} samples for {space.dims}-dim features gives a singular covariance; "
+                       f"pass --num-samples {space.dims + 1} or more, or a smaller --dims")
     features = [space.extract(_batches(x, batch_size)) for x in images]
     stats = [_statistics(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)] if with_stats else None
     which = "G_ema" if G_ema is not None else "G"
@@ -206,13 +212,14 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
                 allow_unofficial: bool = False, kid: bool = False, save_stats: bool = False,
                 device: str = "auto", batch_size: int = 50, workers: int | None = None,
                 steps: int | None = None, num_samples: int | None = None,
-                feature_space: str = "inception", fid: bool = True) -> dict:
+                feature_space: str = "inception", fid: bool = True, kid_subset_size: int = 1000) -> dict:
     """FID (and KID) between A and B; one row per feedback step when a side is a checkpoint.
 
     save_stats: as pytorch-fid's --save-stats, A is the source (folder or checkpoint) and B the `.npz` to
     write (a checkpoint with several steps writes B-step1.npz, B-step2.npz, …); nothing is compared.
     Returns {"rows": [{"step", ["fid"], ["kid", "kid_std"]}], "protocol": {...}, "saved": [paths]}; `fid=False`
-    (`fal evaluate kid`) skips the covariances, which KID does not need.
+    (`fal evaluate kid`) skips the covariances, which KID does not need. Image counts too small for FID's
+    covariance (<= dims) or KID's subsets (< kid_subset_size) are refused before any features are extracted.
     """
     if batch_size < 1:
         raise FalError(f"--batch-size must be >= 1 (got {batch_size})")
@@ -234,6 +241,11 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
         which = a if kinds[0] == "stats" else b
         raise FalError(f"--kid needs images on both sides, but {which} holds only statistics (mu, sigma)")
 
+    with_stats = fid or save_stats  # KID alone needs no covariance, so it works with fewer images than dims
+    _check_counts([_planned_count(path, kind, batch_size, num_samples) for path, kind in zip((a, b), kinds)],
+                  (a, b), dims if with_stats and feature_space == "inception" else None,
+                  kid_subset_size if kid and not save_stats else None)
+
     built: list[FeatureSpace] = []
 
     def space_for(image_size: int | None) -> FeatureSpace:  # built once, when the first images need it
@@ -251,8 +263,6 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
             space_for(fidlib.image_folder_batches(path, batch_size).image_size[0])
         return folder_side(path, space_for(None), batch_size, workers, with_stats)
 
-    with_stats = fid or save_stats  # KID alone needs no covariance, so it works with fewer images than dims
-
     side_a = resolve(a, kinds[0])
     if save_stats:
         protocol = _protocol(built[0], side_a, None)
@@ -268,9 +278,30 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
         if kid:
             fa = side_a.features[min(t, len(side_a.features) - 1)]
             fb = side_b.features[min(t, len(side_b.features) - 1)]
-            row["kid"], row["kid_std"] = fidlib.kid(fa, fb)
+            row["kid"], row["kid_std"] = fidlib.kid(fa, fb, subset_size=kid_subset_size)
         rows.append(row)
     return {"rows": rows, "saved": [], "protocol": _protocol(space, side_a, side_b)}
+
+
+def _planned_count(path: Path, kind: str, batch_size: int, num_samples: int | None) -> int | None:
+    """Images a side will give, when known without extracting anything (None: statistics, or a checkpoint
+    scored at its recipe's sample count, which is checked once generated)."""
+    if kind == "folder":
+        return fidlib.image_folder_batches(path, batch_size).count
+    if kind == "checkpoint":
+        return num_samples
+    return None
+
+
+def _check_counts(counts: list[int | None], paths: tuple[Path, Path], dims: int | None,
+                  kid_subset_size: int | None) -> None:
+    """Refuse up front what FID's covariance or KID's subsets would refuse after minutes of extraction."""
+    for count, path in zip(counts, paths):
+        if dims is not None and count is not None and count <= dims:
+            raise FalError(f"{path}: {count} samples for {dims}-dim features gives a singular covariance; use "
+                           f"more images (>= {dims + 1}) or a smaller --dims ({'/'.join(map(str, fidlib.FID_DIMS))})")
+    if kid_subset_size is not None:
+        fidlib.check_kid_counts(*(kid_subset_size if c is None else c for c in counts), kid_subset_size)
 
 
 def _save(side: Side, out: Path, label: str | None) -> list[str]:

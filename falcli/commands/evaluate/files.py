@@ -41,23 +41,33 @@ def image_pairs(metric: str, options: EvaluateOptions, progress: ProgressFn) -> 
     pairs = match_by_name(a, b, IMAGE_SUFFIXES, IMAGE_SUFFIXES, "images")
     protocol = {"images": "RGB, uint8 mapped to [-1, 1]", "averaging": "per image, then mean over images",
                 "pairs": len(pairs)}
+    key = metric.replace("-", "_")
+    to_input = to_network
     if metric == "lpips":
         score, info = _lpips_scorer(options)
         protocol["lpips"] = info
         protocol["label"] = info["label"]
+    elif key in image.SSIM_VARIANTS:
+        # SSIM on the files' own values: scikit-image's structural_similarity of the uint8 images, exactly.
+        score = partial(image.ssim_per_image, data_range=image.PIXEL_RANGE, variant=key)
+        to_input = _to_pixels_chw
+        protocol.update(images="RGB, uint8 values [0, 255]", data_range=image.PIXEL_RANGE,
+                        ssim=image.SSIM_PROTOCOLS[key])
     else:
-        score = {"l1": image.l1_per_image, "psnr": partial(image.psnr_per_image, data_range=2.0),
-                 "ssim": partial(image.ssim_per_image, data_range=2.0)}[metric]
+        score = {"l1": image.l1_per_image, "psnr": partial(image.psnr_per_image, data_range=2.0)}[metric]
         protocol["data_range"] = 2.0
-        if metric == "ssim":
-            protocol["ssim"] = image.SSIM_PROTOCOL
     values = []
     for done, (_, path_a, path_b) in enumerate(pairs, start=1):
         x, y = read_image(path_a), read_image(path_b)
         check_same_size(path_a, x, path_b, y)
-        values.append(score(to_network(x), to_network(y)))
+        values.append(score(to_input(x), to_input(y)))
         progress(f"{metric} {a.name} vs {b.name}", done, len(pairs))
-    return [{"step": None, metric: float(np.concatenate(values).mean())}], protocol, []
+    return [{"step": None, key: float(np.concatenate(values).mean())}], protocol, []
+
+
+def _to_pixels_chw(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 → (1, 3, H, W) float64 with the same values."""
+    return image.transpose(2, 0, 1)[None].astype(np.float64)
 
 
 def _lpips_scorer(options: EvaluateOptions) -> tuple[Callable[[torch.Tensor, torch.Tensor], np.ndarray], dict]:
@@ -84,7 +94,7 @@ def fcn(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScor
     label map's size, as pix2pix's eval_cityscapes does, then segmented at the judge's size."""
     import torch.nn.functional as F
 
-    from falcli.metrics.segmentation import confusion, segmentation_scores
+    from falcli.metrics.segmentation import confusion, score_keys, segmentation_scores
     from falcli.tasks.translation import evaluate as translation_eval
 
     if options.seg_weights is None:
@@ -103,10 +113,11 @@ def fcn(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScor
             predicted = translation_eval._segment(segmenter, photo.to(device))
         hist += confusion(predicted, torch.from_numpy(labels)[None])
         progress(f"fcn {a.name} vs {b.name}", done, len(pairs))
-    scores = segmentation_scores(hist)
-    row = {"step": None, **{f"fcn/{k}": scores[k] for k in translation_eval.SCORE_KEYS}}
+    scores = segmentation_scores(hist, options.class_means)
+    row = {"step": None, **{f"fcn/{k}": scores[k] for k in score_keys(options.class_means)}}
     protocol = {"judge": str(options.seg_weights), "pairs": len(pairs), "scores": scores["protocol"],
-                "labels": "8-bit train ids (255 ignored) or RGB colours snapped to the nearest Cityscapes colour"}
+                "labels": "8-bit train ids (255 ignored) or RGB colours snapped to the nearest Cityscapes colour, "
+                          "void colours (black among them) ignored as in `fal prepare cityscapes`"}
     return [row], protocol, []
 
 
@@ -264,7 +275,7 @@ def to_network(image: np.ndarray) -> torch.Tensor:
 
 def read_label_map(path: Path) -> np.ndarray:
     """(H, W) uint8 train ids: an 8-bit map holds them directly (255 = ignore); an RGB map is snapped to the
-    nearest Cityscapes colour (so void pixels count as their nearest class: prefer train-id maps)."""
+    nearest Cityscapes colour, void colours (black, …) giving 255 as `fal prepare cityscapes` reads them."""
     from falcli.metrics.segmentation import colors_to_train_ids
 
     image = decode_image(path, mode=None)

@@ -314,15 +314,16 @@ class ImageTask:
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
         """Rows: real images, then for each step t its samples and D's map on them (red = fake, blue = real)."""
-        from falcli.core.pictures import heatmap, save_png, tile, to_uint8
+        from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
 
         count = min(PREVIEW_COLUMNS, len(batch.gen_input))
         size = tuple(unrolled.samples[0].shape[2:])
-        rows = [list(to_uint8(batch.real[:count]))]
-        for sample, logits in zip(unrolled.samples, unrolled.logits):
+        rows, labels = [list(to_uint8(batch.real[:count]))], ["real"]
+        for t, (sample, logits) in enumerate(zip(unrolled.samples, unrolled.logits), start=1):
             rows.append(list(to_uint8(sample[:count])))
             rows.append(list(heatmap(logits[:count], size)))
-        save_png(tile(rows), path)
+            labels += [f"step {t}", f"D {t}"]
+        save_png(labelled(tile(rows), rows, row_labels=labels, colour_scale=True), path)
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int) -> list[dict[str, float]]:

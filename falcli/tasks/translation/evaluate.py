@@ -1,7 +1,7 @@
 """Translation metrics per feedback step, over the validation split.
 
-For every step t: L1, PSNR and SSIM against the target (on [-1, 1] images, data_range 2, i.e. the same values
-as on [0, 1]); LPIPS when its AlexNet trunk is on disk; D's mean verdict σ(D); and, by direction:
+For every step t: L1 and PSNR against the target (on [-1, 1] images, data_range 2, i.e. the same values
+as on [0, 1]); SSIM with both windows (`ssim`, `ssim_gaussian`) on the pixel values [0, 255] the PNG files hold; LPIPS when its AlexNet trunk is on disk; D's mean verdict σ(D); and, by direction:
 - label map → photo: the FCN-score (pix2pix §4.2): a segmenter judge reads the outputs, its confusion with
   the true train ids gives per-pixel accuracy, per-class accuracy and class IoU. The same judge scores the
   real photos first (`fcn_real/*`, the protocol's self-check): the generated scores mean little without it;
@@ -23,14 +23,14 @@ from torch import nn
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.metrics.depth import DEPTH_KEYS, EIGEN_CROP_480x640, depth_errors
-from falcli.metrics.image import l1_per_image, psnr_per_image, ssim_per_image
+from falcli.metrics.image import l1_per_image, psnr_per_image, ssim_per_image, to_pixels
 from falcli.metrics.lpips import load_lpips
-from falcli.metrics.segmentation import colors_to_train_ids, confusion, segmentation_scores
 from falcli.core.pictures import to_uint8
+from falcli.metrics.segmentation import colors_to_train_ids, confusion, score_keys, segmentation_scores
 
 EVAL_BATCH = 16                          # pairs per forward pass
 NUM_CLASSES = 19                         # Cityscapes train ids
-SCORE_KEYS = ("pixel_accuracy", "class_accuracy", "class_iou")
+SCORE_KEYS = score_keys("pix2pix")      # the FCN-score's keys under pix2pix's class means
 
 
 def default_segmenter_path(dataset_name: str) -> Path:
@@ -48,7 +48,8 @@ def _warn(message: str) -> None:
 def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int, num_samples: int,
                          lpips_weights: Path | None = None, seg_weights: Path | None = None,
                          note: Callable[[str], None] | None = None,
-                         allow_unofficial_weights: bool = False) -> list[dict[str, float]]:
+                         allow_unofficial_weights: bool = False,
+                         class_means: str = "pix2pix") -> list[dict[str, float]]:
     """One dict of metrics per feedback step t = 1..steps, over the first `num_samples` validation pairs.
 
     lpips_weights: AlexNet file for LPIPS (None = search $FAL_WEIGHTS_DIR and the torch hub cache), refused
@@ -93,14 +94,16 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
                 x = sample.float().clamp(-1, 1)
                 acc.add("l1", l1_per_image(x, real))
                 acc.add("psnr", psnr_per_image(x, real, data_range=2.0))
-                acc.add("ssim", ssim_per_image(x, real, data_range=2.0))
+                pixels, real_pixels = to_pixels(x), to_pixels(real)
+                for variant in ("ssim", "ssim_gaussian"):
+                    acc.add(variant, ssim_per_image(pixels, real_pixels, variant=variant))
                 acc.add("d_real_probability", torch.sigmoid(logits.float()).flatten(1).mean(1).cpu().numpy())
                 if lpips is not None:
                     acc.add("lpips", lpips(x, real).cpu().numpy())
                 if segmenter is not None:
                     acc.hist += confusion(_segment(segmenter, x), batch.extras["labels"])
                 elif pairing.makes_labels and "labels" in batch.extras:
-                    acc.hist += confusion(colors_to_train_ids(to_uint8(x)), batch.extras["labels"])
+                    acc.hist += confusion(colors_to_train_ids(to_uint8(x), void=False), batch.extras["labels"])
                 if pairing.target_is_depth and "depth" in batch.extras:
                     acc.add_depth(_depth_errors(x, batch.extras["depth"], pairing, eigen))
     finally:
@@ -108,13 +111,14 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
 
     results = [acc.means() for acc in sums]
     prefix = "fcn" if segmenter is not None else "labels"
+    keys = score_keys(class_means)
     for result, acc in zip(results, sums):
         if acc.hist.sum():
-            scores = segmentation_scores(acc.hist)
-            result.update({f"{prefix}/{k}": scores[k] for k in SCORE_KEYS})
+            scores = segmentation_scores(acc.hist, class_means)
+            result.update({f"{prefix}/{k}": scores[k] for k in keys})
         if real_hist.sum():  # the self-check, repeated in every step's row so tables show it alongside
-            scores = segmentation_scores(real_hist)
-            result.update({f"fcn_real/{k}": scores[k] for k in SCORE_KEYS})
+            scores = segmentation_scores(real_hist, class_means)
+            result.update({f"fcn_real/{k}": scores[k] for k in keys})
     return results
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
-from falcli.core.pictures import heatmap, save_png, tile, to_uint8
+from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
 from falcli.tasks.base import Batch
 from falcli.tasks.translation import data as paired
 from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator, decoder_stage_channels, \
@@ -211,7 +211,8 @@ class TranslationTask:
         for i in range(n):
             rows.append([inputs[i], *(x[i] for x in steps), targets[i]])
             rows.append([blank, *(m[i] for m in maps), blank])
-        save_png(tile(rows), path)
+        columns = ["input", *(f"step {t}" for t in range(1, len(steps) + 1)), "target"]
+        save_png(labelled(tile(rows), rows, column_labels=columns, colour_scale=True), path)
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int) -> list[dict[str, float]]:

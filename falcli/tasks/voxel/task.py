@@ -388,7 +388,7 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
         row.update(reference)
         row.update({k: v for k, v in voxel_metrics(grids, real, device).items() if k != "protocol"})
         row["occupancy"] = float(grids.mean())
-        row["d_score"] = d_score
+        row["d_real_probability"] = d_score
         results.append(row)
     return results
 
