@@ -33,8 +33,17 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[])
     parser.add_argument("--recipe", default="recipes/toy.yaml")
     parser.add_argument("--out", default="runs/toy-sweep")
+    parser.add_argument("--reevaluate", action="store_true", help="score a finished row's checkpoints again "
+                                                                   "(after the metrics changed); no training")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.reevaluate:
+        path = Path(args.out) / args.name / "result.json"
+        result = json.loads(path.read_text())
+        result["per_seed"] = [_evaluate(run_dir, "cpu")[0]
+                              for run_dir in sorted(path.parent.glob("seed*"), key=lambda p: int(p.name[4:]))]
+        path.write_text(json.dumps(result, indent=1))
+        return
     recipe = load_recipe(args.recipe, args.set)
     out = Path(args.out) / args.name
     if out.exists():

@@ -18,7 +18,8 @@ from falcli.runtime import pick_device
 from falcli.tasks import TASKS
 from falcli.feedback import unroll
 
-METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "d_score")
+METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "precision", "recall", "density", "coverage",
+           "d_score")
 
 
 def variants(recipe: Recipe) -> dict[str, Recipe]:
@@ -98,14 +99,16 @@ def print_table(result: dict, console) -> None:
 
     seeds = result["seeds"]
     table = Table(title=f"toy: per-step metrics ({seeds} seed{'s' if seeds > 1 else ''}, mean ± std)")
-    for column in ("model", "t", "modes covered ↑", "high quality ↑", "sliced W ↓", "mean D logit"):
+    for column in ("model", "t", "modes covered ↑", "high quality ↑", "sliced W ↓", "precision ↑", "recall ↑",
+                   "mean D logit"):
         table.add_column(column, justify="right")
     for row in result["rows"]:
         def cell(key, fmt):
             return f"{row[key]:{fmt}} ± {row[key + '_std']:{fmt}}" if seeds > 1 else f"{row[key]:{fmt}}"
         table.add_row(row["model"], str(row["step"]),
                       f"{cell('modes_covered', '.1f')} / {row['modes_total']}", cell("high_quality", ".3f"),
-                      cell("sliced_wasserstein", ".4f"), cell("d_score", ".2f"))
+                      cell("sliced_wasserstein", ".4f"), cell("precision", ".3f"), cell("recall", ".3f"),
+                      cell("d_score", ".2f"))
     console.print(table)
 
 
