@@ -14,6 +14,7 @@ values and the speed-up. `--trace-dims D` also times the trace term alone on D-d
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -30,9 +31,9 @@ from pytorch_fid import inception as pfi
 from falcli.console import print_error
 from falcli.data.shapes import make_shapes
 from falcli.errors import FalError
-from falcli.evaluate_fid import fid_command
+from falcli.commands.evaluate.fid import fid_command
 from falcli.metrics import fid
-from falcli.runtime import pick_device
+from falcli.core.runtime import pick_device
 
 
 def write_folder(folder: Path, count: int, size: int, seed: int) -> Path:
@@ -67,7 +68,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--trace-dims", type=int, default=0, help="also time the trace term alone at D dims")
     parser.add_argument("--order", choices=("fal-first", "pytorch-fid-first"), default="pytorch-fid-first")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here (a new file)")
     args = parser.parse_args()
+    if args.json is not None and args.json.exists():
+        raise FalError(f"--json {args.json}: already exists; pass another path")
     pick_device(args.device)  # --device cuda without a GPU: one line, before anything is written
     if args.n <= args.dims:
         raise FalError(f"--n {args.n}: FID over {args.dims}-dim features needs more than {args.dims} images per side")
@@ -118,10 +122,21 @@ def main() -> None:
     (fal_s, fal_v), (ref_s, ref_v) = results["fal"], results["pytorch-fid"]
     print(f"  speed-up {ref_s / fal_s:.2f}×, |difference| {abs(fal_v - ref_v):.2e} "
           f"(relative {abs(fal_v - ref_v) / max(abs(ref_v), 1e-12):.1e})")
+    figures = {"n": args.n, "size": args.size, "dims": args.dims, "batch_size": args.batch_size,
+               "workers": args.workers, "device": device, "torch": str(torch.__version__),
+               "weights": "random" if args.weights is None else str(args.weights), "order": args.order,
+               "fal": {"seconds": fal_s, "fid": fal_v}, "pytorch_fid": {"seconds": ref_s, "fid": ref_v},
+               "speedup": ref_s / fal_s, "abs_difference": abs(fal_v - ref_v)}
     if args.trace_dims:
         ours_s, ours_v, sqrtm_s, sqrtm_v = time_trace(args.trace_dims)
         print(f"  trace term alone at {args.trace_dims} dims: sqrtm {sqrtm_s:.2f} s, eigenvalues {ours_s:.2f} s "
               f"({sqrtm_s / ours_s:.1f}×), values {sqrtm_v:.6f} / {ours_v:.6f}")
+        figures["trace"] = {"dims": args.trace_dims, "fal_seconds": ours_s, "fal": ours_v,
+                            "sqrtm_seconds": sqrtm_s, "sqrtm": sqrtm_v}
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from falcli import checkpoint  # noqa: E402
+from falcli.core import checkpoint  # noqa: E402
 from falcli.tasks import TASKS  # noqa: E402
 
 

@@ -8,14 +8,17 @@ Rows, all on the same device and the same on-device batch (the first pairs of th
 the step alone is timed:
 - baseline: pix2pix as the reference repository trains it (junyanz/pytorch-CycleGAN-and-pix2pix,
   models/pix2pix_model.py): plain fp32, NCHW, torch.optim.Adam with its defaults; forward G, then the D step on
-  the detached fake and the real (their mean, BCE), then the G step (GAN + 100·L1) through the updated D.
+  the detached fake and the real (their mean, BCE), then the G step (GAN + 100·L1) through the updated D;
+  with cudnn.benchmark on, as the reference's BaseModel sets it (for its default fixed-size crops).
   Its networks are fal's U-Net and PatchGAN without feedback (layer for layer the reference's), with batch
   norm keeping running averages as the reference's does.
-- fal T=t: `falcli.train.TrainStep`, the very call `fal train` makes every iteration, on the networks and
+- fal T=t: `falcli.commands.train.TrainStep`, the very call `fal train` makes every iteration, on the networks and
   optimizers `fal train` builds (on CUDA: bf16 autocast unless --precision fp32, channels_last, fused Adam),
-  with feedback.steps = t. Logging, sample pictures and checkpoints are not part of the step.
+  with feedback.steps = t, and cudnn.benchmark as `fal train` leaves it (torch's default, off). fal's step
+  updates G then D; the reference updates D then G (its G step through the just-updated D): the same FLOPs
+  in another order. Logging, sample pictures and checkpoints are not part of the step.
 - fal T=t graph (--cuda-graph): the same step wrapped as `fal train` wraps it with train.cuda_graph: true
-  (falcli/graphs.py): 3 eager runs, then capture, then replays. The default warm-up (10) covers the capture.
+  (falcli/core/cuda_graphs.py): 3 eager runs, then capture, then replays. The default warm-up (10) covers the capture.
 
 Columns: img/s (pairs trained per second), × baseline (against the baseline at the same batch size), peak
 memory (CUDA's max_memory_allocated over building and timing; "n/a" on the CPU), GFLOP per image and the
@@ -50,13 +53,14 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from falcli import graphs, train
+from falcli.commands import train
+from falcli.core import cuda_graphs as graphs
 from falcli.config import load_recipe
 from falcli.console import console, print_error
 from falcli.data.loader import batch_stream
 from falcli.errors import FalError
 from falcli.formats.store import write_dataset
-from falcli.runtime import pick_device, to_device, use_bf16
+from falcli.core.runtime import pick_device, to_device, use_bf16
 from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator
@@ -77,6 +81,7 @@ class Row:
     images_per_s: float
     ratio: float                        # images_per_s over the baseline's at the same batch size
     peak_memory_bytes: int | None       # CUDA only
+    cudnn_benchmark: bool               # torch.backends.cudnn.benchmark while this row was built and timed
     flops_per_step: float
     tflops_per_s: float
     mfu: float | None                   # None without a peak to divide by
@@ -257,18 +262,35 @@ def fresh_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+UPDATE_ORDER = ("fal's step updates G, then D (FAL: G's unrolled steps against the current D); the reference "
+                "updates D, then G through the just-updated D (pix2pix's optimize_parameters): the same FLOPs "
+                "in another order")
+
+
+def cudnn_benchmark_for(row: str, setting: str) -> bool:
+    """--cudnn-benchmark reference: each side as it trains (the reference on, fal train torch's default, off)."""
+    if setting == "reference":
+        return row == "baseline"
+    return setting == "on"
+
+
 def measure(name: str, build: Callable[[], tuple[Callable[[int], object], Callable[[int], object], str]],
             batch: int, steps: int, args: argparse.Namespace, device: torch.device,
             peak_tflops: float | None) -> Row:
     """`build` returns the call to time, the same step called eagerly (to count its FLOPs), and a label."""
     fresh_memory(device)
-    run_once, run_eagerly, recipe = build()
-    seconds = timed(run_once, args.iters, args.warmup, device)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    flops = count_flops(run_eagerly)
+    benchmark = cudnn_benchmark_for(name.split()[0], args.cudnn_benchmark)
+    previous, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, benchmark
+    try:
+        run_once, run_eagerly, recipe = build()
+        seconds = timed(run_once, args.iters, args.warmup, device)
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        flops = count_flops(run_eagerly)
+    finally:
+        torch.backends.cudnn.benchmark = previous
     achieved = flops * args.iters / seconds / 1e12
-    return Row(name, batch, steps, recipe, batch * args.iters / seconds, math.nan, peak, flops, achieved,
-               achieved / peak_tflops if peak_tflops else None)
+    return Row(name, batch, steps, recipe, batch * args.iters / seconds, math.nan, peak, benchmark, flops,
+               achieved, achieved / peak_tflops if peak_tflops else None)
 
 
 # --- reporting ---
@@ -309,6 +331,7 @@ def show(rows: list[Row], data_rows: list[dict], checks: list[dict], header: str
         table.add_row(r.name, str(r.batch), f"{r.images_per_s:,.2f}", f"{r.ratio:.2f}×", memory,
                       f"{r.flops_per_step / r.batch / 1e9:.4g}", f"{r.tflops_per_s:.3g}", mfu)
     console.print(table)
+    console.print(f"update order: {UPDATE_ORDER}")
     console.print("data path: prepared arrays → DataLoader → device → training jitter")
     data = Table(box=box.SIMPLE_HEAD)
     for column in ("batch", "workers", "pairs/s"):
@@ -367,8 +390,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"device peak for MFU (default on CUDA: {H100_BF16_DENSE_TFLOPS}, H100 bf16 dense)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="also time fal's step replayed from CUDA graphs (train.cuda_graph; CUDA only)")
-    parser.add_argument("--cudnn-benchmark", action="store_true",
-                        help="torch.backends.cudnn.benchmark for every row (the reference sets it; fal train not)")
+    parser.add_argument("--cudnn-benchmark", choices=("reference", "on", "off"), default="reference",
+                        help="torch.backends.cudnn.benchmark: 'reference' (default) as each side trains, on for "
+                             "the baseline (the reference repository sets it) and off for fal (fal train leaves "
+                             "torch's default); 'on' or 'off' for every row")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here (a new file)")
     args = parser.parse_args(argv)
     for name in ("batch", "steps"):
@@ -452,7 +477,6 @@ def main(argv: list[str] | None = None) -> dict:
     args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
     args.data_batches = args.data_batches or (100 if cuda else 10)
     peak_tflops = args.peak_tflops or (H100_BF16_DENSE_TFLOPS if cuda else None)
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     with tempfile.TemporaryDirectory(prefix="fal-train-speed-") as tmp:
         root = args.prepared or write_random_pairs(Path(tmp) / "pairs", args.size, max(args.pairs, *args.batch))
@@ -464,12 +488,15 @@ def main(argv: list[str] | None = None) -> dict:
                                                            f"{torch.get_num_threads()} threads)"
     header = (f"translation training step on {name}, torch {torch.__version__}: {args.size}², G/D width "
               f"{args.channels}, U-Net depth {args.depth}, {args.d_layers}-layer PatchGAN; timed steps: {args.iters} "
-              f"(after {args.warmup} warm-up); cudnn.benchmark {'on' if args.cudnn_benchmark else 'off'}")
+              f"(after {args.warmup} warm-up); cudnn.benchmark: " + {
+                  "reference": "on for the baseline (as the reference), off for fal (as fal train)",
+                  "on": "on for every row", "off": "off for every row"}[args.cudnn_benchmark])
     checks = goals(rows)
     show(rows, data_rows, checks, header, cuda)
     results = {"device": name, "torch": str(torch.__version__), "peak_tflops": peak_tflops,
                "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "rows": [asdict(r) for r in rows], "data_path": data_rows, "goals": checks}
+               "update_order": UPDATE_ORDER, "rows": [asdict(r) for r in rows], "data_path": data_rows,
+               "goals": checks}
     if args.json is not None:
         write_json(args.json, results)
         console.print(f"wrote {args.json}")

@@ -86,11 +86,13 @@ def train(
     resume: Annotated[str | None, typer.Option(help="'auto' (newest checkpoint in the run folder) or a "
                                                     "checkpoint path")] = None,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes")] = 0,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard events to "
+                                              "RUN/tensorboard/ (pip install \"falcli\\[tensorboard]\")")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit")] = False,
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
     from falcli.console import console, print_recipe, progress_bar
-    from falcli.runtime import pick_device
+    from falcli.core.runtime import pick_device
 
     resolved = _resolve(recipe, set_, seed)
     pick_device(device)  # a wrong --device fails before anything is printed or written
@@ -112,9 +114,9 @@ def train(
             path = run_judge(resolved, out, device, resume=resume, on_progress=update)
         console.print(f"[green]done[/] → {path}")
         return
-    from falcli import train as training
+    from falcli.commands import train as training
 
-    options = training.RunOptions(out=out, device=device, resume=resume, workers=workers)
+    options = training.RunOptions(out=out, device=device, resume=resume, workers=workers, tensorboard=tensorboard)
     if quiet:
         training.run(resolved, options)
         return
@@ -135,7 +137,7 @@ def toy(
     quick: Annotated[bool, typer.Option("--quick", help="A few-second run (for tests and smoke checks)")] = False,
 ) -> None:
     """Reproduce the paper's 2D experiment: plain GAN vs FAL, same seed and budget; figure and per-step table."""
-    from falcli import toy as toy_experiment
+    from falcli.commands import toy_experiment
     from falcli.console import console
 
     resolved = _resolve(recipe, set_, None)
@@ -164,7 +166,7 @@ def ablate(
     import shlex
     import sys
 
-    from falcli import ablation
+    from falcli.commands import ablate as ablation
     from falcli.console import console, progress_bar
 
     resolved = _resolve(recipe, set_, None)
@@ -202,7 +204,7 @@ def edit_heatmaps(
 ) -> None:
     """EqGAN-SA spatial editing: the same samples with their heatmaps moved to each --centre."""
     from falcli.console import console
-    from falcli.methods.editing import edit_picture
+    from falcli.commands.edit_heatmaps import edit_picture
 
     path = edit_picture(ckpt, centre, out, count, seed, steps, width, device)
     console.print(f"[green]done[/] → {path} ({len(centre)} rows: heatmap, then {count} samples)")
@@ -224,7 +226,7 @@ def prepare(
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
     from falcli.console import console, progress_bar
-    from falcli.prepare import prepare as run_prepare
+    from falcli.commands.prepare import prepare as run_prepare
 
     if raw_argument is not None and raw is not None and raw_argument != raw:
         raise FalError(f"two raw downloads given ({raw_argument} and --raw {raw}); pass one")
@@ -285,7 +287,7 @@ def sample(
     """Write samples as files (PNG, .binvox or voxels.npy, points.npy) with their latents or inputs, for
     `fal refine`."""
     from falcli.console import console
-    from falcli.sample import BATCH_SIZE, SampleOptions, sample as run_sample
+    from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample
 
     options = SampleOptions(ckpt, out, count, steps, seed, device,
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
@@ -299,32 +301,58 @@ def sample(
 @user_errors
 def refine(
     ckpt: GeneratorCkptOpt,
-    steps: Annotated[int, typer.Option(help="Steps: 1 = the input itself, then one pass of G per step")],
-    input_: Annotated[Path, typer.Option("--input", help="Samples: a `fal sample` folder, a folder of outputs "
-                                                         "(PNG/.binvox), or toy points .npy")],
-    out: FreshOutOpt,
+    steps: Annotated[int | None, typer.Option(help="fal: steps, 1 = the input itself, then one pass of G per step "
+                                                   "\\[default: the recipe's]; dot-*, gradient: recorded points of "
+                                                   "the iteration, first = start, last = final \\[default: 2]")] = None,
+    input_: Annotated[Path | None, typer.Option("--input", help="Samples: a `fal sample` folder, a folder of "
+                                                "outputs (PNG/.binvox), or toy points .npy \\[default: the run's "
+                                                "own `fal sample` folder of this checkpoint, else fresh draws]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="New output folder (refused when not empty) "
+                                             "\\[default: a new RUN/refine-K]")] = None,
+    method: Annotated[str, typer.Option(help="fal (the feedback loop), dot-latent, dot-sample, gradient or "
+                                             "drs")] = "fal",
     inputs: Annotated[Path | None, typer.Option(help="Translation: the input images of --input's outputs, "
                                                      "matched by file name")] = None,
     invert_iterations: Annotated[int | None, typer.Option(help="Samples without latents: Adam iterations "
                                                                "to find them by inversion first")] = None,
+    count: Annotated[int | None, typer.Option(help="Fresh draws, and drs's accepted samples \\[default: the "
+                                                   "recipe's evaluate.num_samples]")] = None,
+    iterations: Annotated[int | None, typer.Option(help="dot-*, gradient: optimiser steps \\[default: 30 / "
+                                                        "20]")] = None,
+    lr: Annotated[float | None, typer.Option(help="dot-*: Adam's rate \\[0.01]; gradient: the step size "
+                                                  "\\[0.3]")] = None,
+    k_eff: Annotated[float | None, typer.Option(help="dot-*: D's Lipschitz constant \\[default: estimated over "
+                                                     "random pairs]")] = None,
+    drs_percentile: Annotated[float, typer.Option(help="drs: γ = this percentile of F over the burn-in")] = 80.0,
+    drs_burn_in: Annotated[int, typer.Option(help="drs: draws that set D's maximum logit and γ")] = 10_000,
+    drs_max_draws: Annotated[int | None, typer.Option(help="drs: give up after this many draws \\[default: 100 "
+                                                           "× count]")] = None,
     device: DeviceOpt = "auto",
     batch_size: SampleBatchOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the inversion's starting latents")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of fresh draws and of the inversion's starting latents")] = 0,
 ) -> None:
-    """Test-time feedback on existing samples: every step's output, D's heat maps, a grid and refine.json."""
+    """Refine samples with D: FAL's feedback loop or a reference method; every step's output, D's heat maps, a
+    grid and refine.json."""
     from falcli.console import console
-    from falcli.refine import RefineOptions, refine as run_refine
+    from falcli.commands.refine import RefineOptions, refine as run_refine
 
-    options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed)
+    options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed,
+                            method=method, count=count, iterations=iterations, lr=lr, k_eff=k_eff,
+                            drs_percentile=drs_percentile, drs_burn_in=drs_burn_in, drs_max_draws=drs_max_draws)
     with _stage_progress() as progress:
-        result = run_refine(options, on_progress=progress)
+        result = run_refine(options, on_progress=progress, say=lambda line: console.print(line, markup=False,
+                                                                                           soft_wrap=True))
     if result["inversion"]:
         inversion = result["inversion"]
         console.print(f"inversion: reconstruction error (MSE) {inversion['error_start']:.4f} → "
                       f"{inversion['error']:.4f} after {inversion['iterations']} iterations")
+    if result.get("drs"):
+        drs = result["drs"]
+        console.print(f"drs: accepted {drs['accepted']} of {drs['draws']} draws (acceptance {drs['acceptance']:.1%})")
     scores = "  ".join(f"t={t}: {s:.3f}" for t, s in enumerate(result["d_score"], start=1))
     console.print(f"D's mean score σ(D) per step  {scores}")
-    console.print(f"[green]done[/] → {out} ({result['count']} samples, {result['steps']} steps)")
+    console.print(f"[green]done[/] → {result['out']} ({result['count']} samples, {result['steps']} steps, "
+                  f"{result['method']})")
 
 
 @app.command()
@@ -365,7 +393,7 @@ def evaluate(
 ) -> None:
     """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
     from falcli.console import console
-    from falcli.evaluate import EvaluateOptions, print_evaluation, run
+    from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run
 
     options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
                               allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
@@ -380,12 +408,14 @@ def evaluate(
 @app.command()
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `fal train`")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file \\[default: RUN_DIR/report.html, "
-                                                                 "or report-2.html … when taken]")] = None,
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `fal train`, or folders of runs "
+                                                    "(e.g. an ablation's); several are compared on one page")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file \\[default: RUN/report.html for "
+                                                                 "one run, else compare.html in the runs' common "
+                                                                 "folder; -2, -3 … when taken]")] = None,
 ) -> None:
-    """One self-contained HTML page of a run: loss curves, metrics per step, samples with D's maps, recipe."""
+    """One self-contained HTML page: loss curves, metrics per step, samples with D's maps, recipe(s)."""
     from falcli.console import console
-    from falcli.report import write_report
+    from falcli.commands.report import write_report
 
-    console.print(f"[green]done[/] → {write_report(run_dir, out)}", soft_wrap=True)
+    console.print(f"[green]done[/] → {write_report(runs, out)}", soft_wrap=True)

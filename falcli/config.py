@@ -72,7 +72,7 @@ class FeedbackConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    adversarial: Literal["vanilla", "lsgan", "hinge", "wgan-gp"] = "vanilla"  # see falcli.losses.ADVERSARIAL
+    adversarial: Literal["vanilla", "lsgan", "hinge", "wgan-gp"] = "vanilla"  # see falcli.core.losses.ADVERSARIAL
     gp_weight: float = 10.0             # WGAN-GP gradient-penalty weight λ (used only with wgan-gp)
     r1_weight: float = 0.0              # γ/2 of the R1 penalty on reals; 0 disables it
     r1_every: int = 16                  # lazy R1: apply every N iterations, scaled by N
@@ -95,7 +95,7 @@ class TrainConfig:
     lr_decay_start: int | None = None   # iteration where lr starts decaying linearly to 0; None = constant
     ema_decay: float = 0.0              # EMA of G per iteration (e.g. 0.999); 0 disables it
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
-    cuda_graph: bool = False            # replay the whole step from CUDA graphs (one CUDA process; falcli/graphs.py)
+    cuda_graph: bool = False            # replay the whole step from CUDA graphs (one CUDA process; falcli/core/cuda_graphs.py)
     log_every: int = 100                # iterations between metrics.jsonl lines (losses are read only then)
     sample_every: int = 1000            # iterations between sample pictures; 0 = only at the end
     checkpoint_every: int = 1000        # iterations between checkpoints (always one at the end)

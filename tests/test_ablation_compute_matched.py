@@ -1,7 +1,7 @@
 """`fal ablate --configs plain_compute_matched`: the plain GAN given T times the iterations of the T-step FAL."""
 from __future__ import annotations
 
-from falcli import ablation
+from falcli.commands import ablate as ablation
 
 
 def test_compute_matched_plain_gets_t_times_the_schedule(toy_recipe):

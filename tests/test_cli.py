@@ -60,7 +60,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
 
 
 def test_train_delegates_the_resolved_recipe(monkeypatch, tmp_path):
-    from falcli import train
+    from falcli.commands import train
 
     seen = {}
 
@@ -137,7 +137,7 @@ def test_train_without_prepared_data_says_how_to_prepare_and_leaves_no_run_folde
 
 
 def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch, tmp_path):
-    from falcli import train
+    from falcli.commands import train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

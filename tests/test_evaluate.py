@@ -13,12 +13,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.cli import app
 from falcli.config import load_recipe, recipe_from_dict
 from falcli.errors import FalError
-from falcli.evaluate import EvaluateOptions, metric_table, run
-from falcli.evaluate_fid import fid_command
+from falcli.commands.evaluate.checkpoints import EvaluateOptions, metric_table, run
+from falcli.commands.evaluate.fid import fid_command
 from falcli.formats.binvox import write_binvox, z_up_to_y_up
 from falcli.judges import JUDGES
 from falcli.judges.base import fit, predict

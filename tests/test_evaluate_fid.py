@@ -12,11 +12,12 @@ from PIL import Image
 from pytorch_fid import fid_score
 from pytorch_fid import inception as pfi
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.config import load_recipe
 from falcli.data.shapes import make_shapes
 from falcli.errors import FalError
-from falcli.evaluate_fid import fid_command, generate_steps, protocol_lines
+from falcli.commands.evaluate.fid import fid_command, generate_steps, protocol_lines
 from falcli.judges.run import run_judge
 from falcli.metrics import fid
 from falcli.tasks import TASKS

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from falcli.feedback import feedback_input, unroll
+from falcli.core.feedback import feedback_input, unroll
 from falcli.tasks import TASKS
 
 

@@ -1,4 +1,4 @@
-"""Feedback as a correction: residual output, the proximity term, and what protects step 1 (falcli/feedback.py).
+"""Feedback as a correction: residual output, the proximity term, and what protects step 1 (falcli/core/feedback.py).
 
 Every option off must be FAL as it was, bit for bit: the reference numbers below were written by the code before
 these options existed (/work/main at fede1a9), from the same recipe and seed.
@@ -10,13 +10,14 @@ import json
 import pytest
 import torch
 
-from falcli import checkpoint, train
+from falcli.commands import train
+from falcli.core import checkpoint
 from falcli.config import FeedbackConfig
-from falcli.feedback import Unrolled, proximity_loss, proximity_weights, unroll
+from falcli.core.feedback import Unrolled, proximity_loss, proximity_weights, unroll
 from falcli.tasks import TASKS
-from falcli.tasks.image import ImageGenerator, ModelConfig as ImageModel
+from falcli.tasks.image.task import ImageGenerator, ModelConfig as ImageModel
 from falcli.tasks.translation.nets import UNetGenerator
-from falcli.tasks.voxel import ModelConfig as VoxelModel, VoxelGenerator
+from falcli.tasks.voxel.task import ModelConfig as VoxelModel, VoxelGenerator
 
 # The toy recipe as it was then (its defaults have since changed), with every new option at its default.
 REFERENCE = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train.log_every=10",
@@ -83,7 +84,7 @@ def test_residual_adds_each_correction_to_the_previous_step(toy_recipe):
     out = unroll(G, D, z, None, 3, recipe.feedback, lambda x: x)
     direct = unroll(G, D, z, None, 3, FeedbackConfig(), lambda x: x)
     with torch.no_grad():  # by hand: Δ_3 = G(z, feedback of x_2) − G(z); x_3 = x_2 + Δ_3
-        from falcli.feedback import feedback_input
+        from falcli.core.feedback import feedback_input
         delta = G(z, feedback_input(out.logits[1], out.samples[1], None, recipe.feedback)) - G(z)
     torch.testing.assert_close(out.samples[2], out.samples[1] + delta)
     torch.testing.assert_close(out.samples[1], direct.samples[1])  # x_2 = x_1 + G(z, f_1) − G(z) = G(z, f_1)
@@ -122,7 +123,7 @@ def test_residual_refine_starts_from_the_given_sample(toy_recipe):
     (lambda: UNetGenerator(3, 3, 4, 4, "batch", False), (2, 3, 16, 16)),
 ])
 def test_every_generator_exposes_its_pre_activation(make, shape):
-    from falcli.feedback import OUTPUT_ACTIVATIONS
+    from falcli.core.feedback import OUTPUT_ACTIVATIONS
 
     G = make().eval()
     x = torch.randn(*shape)

@@ -16,7 +16,7 @@ from falcli.formats.binvox import downsample, encode_binvox, y_up_to_z_up
 from falcli.formats.celeba import prepare_celeba, prepare_image_folder
 from falcli.formats.shapenet import prepare_shapenet
 from falcli.formats.store import load_names, load_split, read_meta
-from falcli.prepare import PREPARERS, prepare
+from falcli.commands.prepare import PREPARERS, prepare
 
 
 def _jpeg(array: np.ndarray) -> bytes:

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
+from falcli.core import runtime
+from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 
 
 def test_vanilla_closed_form():
@@ -49,3 +50,19 @@ def test_r1_penalty_closed_form_and_differentiable():
     assert penalty.item() == pytest.approx(25.0)
     penalty.backward()
     assert torch.allclose(weight.grad, 2 * weight.detach())
+
+
+def test_gradient_penalty_of_two_process_shards_averages_to_the_one_process_penalty(monkeypatch):
+    """Each process draws the whole batch's interpolation weights and keeps its rows (runtime.rand_shard), so
+    the mean over processes of their penalties is the one-process penalty on the global batch."""
+    critic = lambda x: torch.tanh(x @ torch.tensor([[1.0], [-2.0]])) ** 2  # noqa: E731  (gradient norm varies)
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    torch.manual_seed(1)
+    whole = gradient_penalty(critic, real, fake)
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(runtime, "_CURRENT", runtime.Processes(rank=rank, world=2))
+        torch.manual_seed(1)
+        shards.append(gradient_penalty(critic, real[4 * rank:4 * rank + 4], fake[4 * rank:4 * rank + 4]))
+    assert (shards[0] + shards[1]).item() / 2 == pytest.approx(whole.item(), rel=1e-6)
+    assert shards[0].item() != pytest.approx(shards[1].item())  # the halves really differ

@@ -9,15 +9,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.cli import app
 from falcli.data.loader import batch_stream
 from falcli.errors import FalError
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 from falcli.methods import eqgan_sa, glead
 from falcli.metrics import weights
 from falcli.tasks import TASKS
-from falcli.tasks.image import ImageGenerator, PatchDiscriminator, _dcgan_init
+from falcli.tasks.image.task import ImageGenerator, PatchDiscriminator, _dcgan_init
 
 from test_task_image import recipe, tiny_judge  # noqa: F401  (tiny_judge is a fixture)
 

@@ -10,7 +10,7 @@ from falcli.data.primitives import PRIMITIVE_CLASSES, make_primitives
 from falcli.data.shapes import SHAPE_CLASSES, make_shapes
 from falcli.data.streets import STREETS_CLASSES, make_streets
 from falcli.errors import FalError
-from falcli.render import render_voxels, save_png, voxel_grid_image
+from falcli.core.render import render_voxels, save_png, voxel_grid_image
 
 # Written out independently of the module so a typo in its table is caught.
 CITYSCAPES = {

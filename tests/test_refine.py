@@ -16,16 +16,16 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from falcli import train
+from falcli.commands import train
 from falcli.cli import app
 from falcli.config import load_recipe
 from falcli.errors import FalError
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 from falcli.formats.binvox import read_binvox, write_binvox, y_up_to_z_up
 from falcli.methods.eqgan_sa import CODE_SIZE
-from falcli.refine import INVERT_STREAM, RefineOptions, refine
-from falcli.sample import SampleOptions, latents_for, open_checkpoint, sample
-from falcli.sample_files import ImageFiles
+from falcli.commands.refine import INVERT_STREAM, RefineOptions, refine
+from falcli.commands.sample import SampleOptions, latents_for, open_checkpoint, sample
+from falcli.core.files import ImageFiles
 from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 

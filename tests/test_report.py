@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from falcli import train
+from falcli.commands import train
 from falcli.cli import app
 from falcli.config import load_recipe
 from falcli.errors import FalError
-from falcli.evaluate import EvaluateOptions, format_value, run
-from falcli.report import write_report
+from falcli.commands.evaluate.checkpoints import EvaluateOptions, format_value, run
+from falcli.commands.report import write_report
 
 from conftest import TINY_TOY
 
@@ -117,7 +117,7 @@ def test_iterations_logged_twice_after_a_resume_keep_the_later_line(run_dir):
     again = json.loads(lines[-1])
     again["loss/G"] = 123.0
     log.write_text("\n".join(lines + [json.dumps(again)]) + "\n")
-    from falcli.report import read_training_log
+    from falcli.commands.report import read_training_log
 
     notes = []
     records = read_training_log(log, notes)

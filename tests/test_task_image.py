@@ -10,10 +10,11 @@ import torch
 import yaml
 from PIL import Image
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.config import apply_overrides, load_recipe
 from falcli.errors import FalError
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 from falcli.formats.store import write_dataset
 from falcli.judges import classifier
 from falcli.tasks import TASKS
@@ -193,7 +194,7 @@ def test_training_writes_checkpoints_that_restore_and_evaluate_per_step(tmp_path
     # the judge was trained once, on first use, at the default place; a second evaluation reuses it
     judge = Path("runs/shapes_classifier/judge.pt")
     stamp = judge.stat().st_mtime_ns
-    from falcli.evaluate_fid import evaluate_image_steps
+    from falcli.commands.evaluate.fid import evaluate_image_steps
     again = evaluate_image_steps(TASK, G_ema, D, restored, torch.device("cpu"), 2, 12, say=said.append)
     assert judge.stat().st_mtime_ns == stamp and len(again) == 2
     assert again[0]["fid_judge"] == pytest.approx(rows[0]["fid_judge"])

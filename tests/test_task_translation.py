@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.config import load_recipe
 from falcli.errors import FalError
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 from falcli.formats.store import write_dataset
 from falcli.metrics.lpips import load_lpips
 from falcli.tasks import TASKS

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.config import load_recipe, recipe_from_dict
 from falcli.errors import FalError
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 from falcli.formats.binvox import read_binvox, y_up_to_z_up
 from falcli.formats.store import write_dataset
 from falcli.judges import JUDGES

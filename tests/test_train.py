@@ -7,7 +7,8 @@ import shutil
 import pytest
 import torch
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.errors import FalError
 from falcli.tasks import TASKS
 

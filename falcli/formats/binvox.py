@@ -102,7 +102,7 @@ def write_binvox(path: Path, grid: np.ndarray, translate: tuple[float, float, fl
     Path(path).write_bytes(encode_binvox(grid, translate, scale))
 
 
-# binvox (and ShapeNet, which ships binvox files) keeps y up; fal's grids keep z up (falcli.render, the built-in
+# binvox (and ShapeNet, which ships binvox files) keeps y up; fal's grids keep z up (falcli.core.render, the built-in
 # primitives). The files are read and written in their own frame; these turn a grid between the two.
 
 def y_up_to_z_up(grid: np.ndarray) -> np.ndarray:

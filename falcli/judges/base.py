@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falcli import checkpoint
+from falcli.core import checkpoint
 from falcli.config import recipe_to_yaml
 from falcli.errors import FalError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from falcli.errors import FalError
 from falcli.judges import JUDGES
 from falcli.judges.base import JudgeRecipe, fit
-from falcli.runtime import pick_device
+from falcli.core.runtime import pick_device
 
 
 def run_judge(recipe: JudgeRecipe, out: Path | None, device: str = "auto", resume: str | None = None,

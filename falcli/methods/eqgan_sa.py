@@ -213,7 +213,8 @@ def gradcam_weights(D: nn.Module, sample: torch.Tensor) -> list[torch.Tensor]:
             x = sample.detach().clone().requires_grad_(True)
             logits, blocks = D(x, returns="blocks")
             chosen = blocks[::-1][:ALIGN_LEVELS]
-            grads = torch.autograd.grad(F.softplus(-logits).sum(), chosen)
+            with torch.autocast(x.device.type, enabled=False):  # a backward pass: outside autocast (AMP docs)
+                grads = torch.autograd.grad(F.softplus(-logits.float()).sum(), chosen)
     finally:
         D.train(was_training)
     return [g.mean(dim=(2, 3), keepdim=True).detach() for g in grads]
@@ -279,7 +280,7 @@ def generator_terms(recipe, G, D, unrolled, batch) -> dict[str, torch.Tensor]:
 
 def training_code(rows: int, device: torch.device) -> torch.Tensor:
     """Codes for a training batch from the global RNG (a resumed run draws the same), global-batch aware."""
-    from falcli.runtime import rand_shard, randn_shard
+    from falcli.core.runtime import rand_shard, randn_shard
 
     shared = torch.rand((), device=device)  # one level-1 width per (global) minibatch; every process draws it
     return sample_code(rows, lambda *shape: randn_shard(*shape, device=device),

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from falcli.feedback import Unrolled
+from falcli.core.feedback import Unrolled
 
 
 @dataclass

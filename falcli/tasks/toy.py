@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from falcli.errors import FalError
-from falcli.feedback import Unrolled, make_feedback_modules, unroll
+from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.metrics.toy import toy_metrics
-from falcli.runtime import randn_shard
+from falcli.core.runtime import randn_shard
 from falcli.tasks.base import Batch
 
 
@@ -158,9 +158,16 @@ class ToyTask:
         return {}
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
-        from falcli.plots import toy_steps_figure
+        from falcli.core.plots import toy_steps_figure
 
         toy_steps_figure(batch.real, unrolled, path)
+
+    def sample_metrics(self, samples: list[torch.Tensor], recipe) -> list[dict[str, float]]:
+        """`evaluate`'s metrics of given points, one dict per step, against the same reference points (the fixed
+        batch's reals): `fal refine` scores every step of every method with these."""
+        reference = self.fixed_batch(recipe, torch.device("cpu"), max(len(x) for x in samples)).real
+        centers = mixture_centers(recipe.data)
+        return [toy_metrics(x, centers, recipe.data.sigma, reference) for x in samples]
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int) -> list[dict[str, float]]:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from falcli.data import streets
 from falcli.errors import FalError
 from falcli.formats import store
-from falcli.runtime import rand_shard
+from falcli.core.runtime import rand_shard
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def source_meta(data: SourceConfig) -> dict:
         return {**streets.meta(), "source": "streets"}
     root = Path(data.root)
     if not (root / "meta.json").is_file():
-        from falcli.prepare import PREPARERS
+        from falcli.commands.prepare import PREPARERS
 
         name = root.name if root.name in PREPARERS else "NAME"
         raise FalError(f"data.root {root}: no prepared dataset there; make it with "

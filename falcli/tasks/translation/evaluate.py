@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from falcli.errors import FalError
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 from falcli.metrics.depth import DEPTH_KEYS, EIGEN_CROP_480x640, depth_errors
 from falcli.metrics.image import l1_per_image, psnr_per_image, ssim_per_image
 from falcli.metrics.lpips import load_lpips
 from falcli.metrics.segmentation import colors_to_train_ids, confusion, segmentation_scores
-from falcli.pictures import to_uint8
+from falcli.core.pictures import to_uint8
 
 EVAL_BATCH = 16                          # pairs per forward pass
 NUM_CLASSES = 19                         # Cityscapes train ids

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from falcli.errors import FalError
-from falcli.feedback import Unrolled, make_feedback_modules
-from falcli.pictures import heatmap, save_png, tile, to_uint8
+from falcli.core.feedback import Unrolled, make_feedback_modules
+from falcli.core.pictures import heatmap, save_png, tile, to_uint8
 from falcli.tasks.base import Batch
 from falcli.tasks.translation import data as paired
 from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator, decoder_stage_channels, \

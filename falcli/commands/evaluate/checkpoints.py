@@ -1,8 +1,8 @@
 """`fal evaluate METRIC`: one metric on files (folders, `.npy`, `.npz`) or on a checkpoint, one row per feedback step.
 
 METRICS maps each name to a function that reads its inputs and returns an Evaluation: rows, the protocol and
-notes. The maths lives in falcli/metrics, falcli/evaluate_fid.py and the tasks' own evaluation code; this module
-rebuilds checkpoints and dispatches (files are read and scored in falcli/evaluate_files.py), then prints a table
+notes. The maths lives in falcli/metrics, falcli/commands/evaluate/fid.py and the tasks' own evaluation code; this module
+rebuilds checkpoints and dispatches (files are read and scored in falcli/commands/evaluate/files.py), then prints a table
 and writes a JSON file that never replaces an existing one.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from falcli import evaluate_files as files
+from falcli.commands.evaluate import files
 from falcli.errors import FalError
-from falcli.runtime import pick_device
+from falcli.core.runtime import pick_device
+from falcli.core import tracking
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
 MetricFn = Callable[[str, "EvaluateOptions", ProgressFn], "Evaluation"]
@@ -90,6 +91,9 @@ def run(metric: str, options: EvaluateOptions, progress: ProgressFn | None = Non
     options = _check_options(metric, options)
     evaluation = METRICS[metric](metric, options, progress or (lambda *_: None))
     evaluation.written = write_json(evaluation, options.json_path)
+    if evaluation.run_dir is not None and evaluation.checkpoint:  # the run's TensorBoard events, if it keeps any
+        tracking.log_evaluation(evaluation.run_dir, evaluation.checkpoint.get("iteration") or 0, metric,
+                                evaluation.rows)
     return evaluation
 
 
@@ -162,7 +166,7 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
-# --- tables (the console here, the HTML report in falcli/report.py) ---
+# --- tables (the console here, the HTML report in falcli/commands/report.py) ---
 
 def metric_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """(header, lines): one line per metric key, one column per feedback step ("value" for files)."""
@@ -192,7 +196,7 @@ def print_evaluation(evaluation: Evaluation, console) -> None:
     from rich.text import Text
 
     if "label" in evaluation.protocol:  # fid: whether the value is comparable with published ones comes first
-        from falcli.evaluate_fid import protocol_lines
+        from falcli.commands.evaluate.fid import protocol_lines
 
         label, *details = protocol_lines(evaluation.protocol)
         console.print(label, markup=False)
@@ -236,7 +240,7 @@ class Restored:
 
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint file as given, or the newest one of a run folder."""
-    from falcli import checkpoint
+    from falcli.core import checkpoint
 
     return checkpoint.resolve(path)
 
@@ -251,7 +255,7 @@ def run_dir_of(path: Path) -> Path:
 
 def restore(metric: str, options: EvaluateOptions, tasks: tuple[str, ...] | None, notes: list[str]) -> Restored:
     """Rebuild the checkpoint of --ckpt; FalError when its task is not one of `tasks` (None = any)."""
-    from falcli import checkpoint
+    from falcli.core import checkpoint
 
     path = resolve_checkpoint(options.ckpt)
     device = pick_device(options.device)
@@ -280,7 +284,7 @@ def checkpoint_steps(requested: int | None, feedback, notes: list[str]) -> int:
     """--steps, or the recipe's sampling steps; more than were trained is allowed, with a warning."""
     if requested is None:
         return feedback.sampling_steps
-    from falcli.sample import refuse_feedback_of_plain_gan
+    from falcli.commands.sample import refuse_feedback_of_plain_gan
 
     refuse_feedback_of_plain_gan(requested, feedback.steps)  # as `fal sample` and `fal refine` refuse it
     if requested > feedback.steps:
@@ -301,12 +305,12 @@ def _busy(progress: ProgressFn, description: str) -> Iterator[None]:
     progress(description, 1, 1)
 
 
-# --- fid and kid: falcli/evaluate_fid.py ---
+# --- fid and kid: falcli/commands/evaluate/fid.py ---
 
 def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
-    from falcli import checkpoint
+    from falcli.core import checkpoint
     from falcli.config import recipe_from_dict
-    from falcli.evaluate_fid import fid_command
+    from falcli.commands.evaluate.fid import fid_command
 
     a, b = options.a, options.b
     if options.ckpt is not None:
@@ -339,7 +343,7 @@ def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
                       result["saved"], run_dir)
 
 
-# --- metrics of translation, voxel and toy checkpoints (their files: falcli/evaluate_files.py) ---
+# --- metrics of translation, voxel and toy checkpoints (their files: falcli/commands/evaluate/files.py) ---
 
 def _translation_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
     """A translation checkpoint scored per step by the task's evaluation, keeping `metric`'s keys. Judges and
@@ -457,7 +461,7 @@ def _voxel_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str]
 
 
 def _image_defaults(ck: Restored, options: EvaluateOptions, note: Callable[[str], None]) -> list[dict]:
-    from falcli.evaluate_fid import evaluate_image_steps
+    from falcli.commands.evaluate.fid import evaluate_image_steps
     from falcli.tasks import TASKS
 
     return evaluate_image_steps(TASKS["image"], ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,

@@ -3,7 +3,7 @@
 At the paper's batch size a GAN step is hundreds of small kernels, and launching them from Python costs more
 than running them; a CUDA graph replays the recorded kernels with one launch. On an H100 that alone made the
 reference pix2pix step 2–3.4× faster (ecosystem.md §8). The maths are the step's own: the graph records
-`falcli.train.TrainStep.__call__`, the call that eager training makes.
+`falcli.commands.train.TrainStep.__call__`, the call that eager training makes.
 
 What capture needs, and how it gets it:
 - fixed shapes and addresses: each batch is copied into one static batch that the graph reads, and the
@@ -13,7 +13,9 @@ What capture needs, and how it gets it:
   that the linear decay changes in place between replays (`set_learning_rate`);
 - warm-up: every variant of the step (lazy R1 makes two: with and without the penalty) runs eagerly a few
   times on a side stream before its capture, so that lazy initialisation (cuBLAS workspaces, Adam's state)
-  never happens while capturing;
+  never happens while capturing; the capture runs on that same stream, on the run's device (the process's
+  current one, falcli/core/runtime.py), and the step returns detached losses, so no autograd node of the warm-up
+  outlives it;
 - autocast without its cast cache, as PyTorch's CUDA-graph notes require.
 
 One process only for now: capture under DDP needs its own warm-up rules and could not be tested here.
@@ -21,6 +23,7 @@ One process only for now: capture under DDP needs its own warm-up rules and coul
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
@@ -50,12 +53,27 @@ def set_learning_rate(group: dict, value: float) -> None:
 
 
 def settle_optimizer(optimizer: torch.optim.Optimizer, capturable: bool, device: torch.device) -> None:
-    """After loading a checkpoint (perhaps written with the other setting): capturable groups hold their rate
-    as a device tensor, the others as a float."""
+    """Make a just-loaded optimizer update the way this run builds it, whatever run wrote the checkpoint.
+
+    load_state_dict replaces each param group by the saved one, so without this a CPU checkpoint resumed on
+    CUDA keeps `fused=False` (silently slower) and its step counters on the CPU, which capturable Adam refuses
+    ("params and state_steps must be on supported devices"); a CUDA checkpoint resumed on the CPU keeps fused
+    and capturable. Settled here: `fused` and `foreach` as this optimizer was constructed (make_optimizers
+    chose them for this device), `capturable` as asked, the rate a device tensor exactly when capturable (a
+    graph reads it in place), and every step counter where that setting keeps it: on its parameter's device
+    for fused or capturable updates, a CPU scalar otherwise (as Adam creates it, read without a GPU sync).
+    """
     for group in optimizer.param_groups:
         rate = float(group["lr"])
+        for key in ("fused", "foreach"):
+            group[key] = optimizer.defaults.get(key)
         group["capturable"] = capturable
         group["lr"] = torch.tensor(rate, device=device) if capturable else rate
+        on_device = capturable or bool(group["fused"])
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(param.device if on_device else "cpu")
 
 
 class GraphedStep:
@@ -85,9 +103,14 @@ class GraphedStep:
             return self._eager_on_side_stream(batch, iteration)
         static_batch = clone_batch(batch)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory while this thread captures
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_losses = self.step(static_batch, iteration)
+        # On the warm-up's stream and device: torch.cuda.graph's own default stream is made on whichever GPU is
+        # current when it is first used, and a capture on another GPU's stream records nothing.
+        # thread_local: the DataLoader's pin-memory thread may allocate pinned memory while this thread captures.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with torch.cuda.graph(graph, stream=self.side_stream, capture_error_mode="thread_local"):
+                static_losses = self.step(static_batch, iteration)
+        check_capture_warnings(caught)
         graph.replay()  # capture only records: this iteration's update happens now
         self.captured[variant] = (graph, static_batch, static_losses)
         return static_losses
@@ -99,6 +122,18 @@ class GraphedStep:
             losses = self.step(batch, iteration)
         current.wait_stream(self.side_stream)
         return losses
+
+
+def check_capture_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """An empty graph replays as nothing, every iteration, with the logged losses frozen: refuse it in one
+    line. Other warnings of the capture are passed on to the filters in force (-W error included)."""
+    for warning in caught:
+        if "CUDA Graph is empty" in str(warning.message):
+            raise FalError("train.cuda_graph: the captured step recorded no GPU work (captured on another "
+                           "device's stream?), so replays would not train; set train.cuda_graph=false and "
+                           "report this")
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def clone_batch(batch: Batch) -> Batch:

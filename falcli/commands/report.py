@@ -28,28 +28,40 @@ figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 """
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the report of `run_dir` to `out` (refused if it exists) or RUN_DIR/report.html (report-2.html …
-    when taken); return the path written."""
-    from falcli.evaluate import write_new_file
+def write_report(runs: Path | list[Path], out: Path | None = None) -> Path:
+    """Write the page of one run (RUN/report.html) or the comparison of several (compare.html in their common
+    folder, or in the folder of runs given); `out` replaces the default and is never overwritten. Returns the
+    path written."""
+    from falcli.commands import report_compare
+    from falcli.commands.evaluate.checkpoints import write_new_file
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FalError(f"{run_dir}: no such run folder; pass a folder written by `fal train` (e.g. runs/toy)")
-    if not (run_dir / "recipe.yaml").is_file():
-        raise FalError(f"{run_dir}: not a run folder (no recipe.yaml); pass a folder written by `fal train`")
+    given = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
+    if not given:
+        raise FalError("pass at least one run folder, e.g. `fal report runs/toy`")
     if out is not None and Path(out).exists():
         raise FalError(f"{out}: already exists; choose another --out or delete it")
-    data = render(run_dir).encode()
+    single = len(given) == 1 and given[0].is_dir() and (given[0] / "recipe.yaml").is_file()
+    if single:
+        folder, stem, data = given[0], "report", render(given[0]).encode()
+    else:
+        if len(given) == 1 and not given[0].is_dir():
+            raise FalError(f"{given[0]}: no such run folder; pass a folder written by `fal train` (e.g. runs/toy)")
+        found = report_compare.find_runs(given)
+        if len(found) == 1:
+            folder, stem, data = found[0], "report", render(found[0]).encode()
+        else:
+            folder = given[0] if len(given) == 1 else Path(*report_compare._common_parts(
+                [r.resolve().parts for r in found]))
+            stem, data = "compare", report_compare.render(found).encode()
     if out is not None:
         if not write_new_file(Path(out), data):
             raise FalError(f"{out}: already exists; choose another --out or delete it")
         return Path(out)
     for n in range(1, 10_000):
-        path = run_dir / ("report.html" if n == 1 else f"report-{n}.html")
+        path = folder / (f"{stem}.html" if n == 1 else f"{stem}-{n}.html")
         if write_new_file(path, data):
             return path
-    raise FalError(f"{run_dir}: too many report-N.html files; pass --out PATH")
+    raise FalError(f"{folder}: too many {stem}-N.html files; pass --out PATH")
 
 
 def render(run_dir: Path) -> str:
@@ -145,7 +157,7 @@ def read_evaluations(run_dir: Path, notes: list[str]) -> list[tuple[Path, dict[s
 
 
 def _summary(run_dir: Path, recipe: dict, records: list[dict]) -> str:
-    from falcli import checkpoint
+    from falcli.core import checkpoint
 
     trained = records[-1]["iteration"] if records else 0
     planned = (recipe.get("train") or {}).get("iterations")
@@ -202,7 +214,7 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
 
 
 def _evaluation_html(path: Path, evaluation: dict[str, Any]) -> str:
-    from falcli.evaluate import metric_table
+    from falcli.commands.evaluate.checkpoints import metric_table
 
     ck = evaluation.get("checkpoint")
     if ck:

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from falcli.errors import FalError
-from falcli.feedback import Unrolled, make_feedback_modules, unroll
+from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.nn.dims import conv_nd, conv_transpose_nd, norm_nd
-from falcli.runtime import randn_shard
+from falcli.core.runtime import randn_shard
 from falcli.tasks.base import Batch
 
 RESOLUTIONS = (16, 32, 64)
@@ -284,8 +284,8 @@ def occupancy(samples: torch.Tensor) -> np.ndarray:
 
 def steps_picture(real: torch.Tensor, unrolled: Unrolled, columns: int = 8, size: int = 96) -> np.ndarray:
     """Rows: real grids, then per step t the samples and D's map seen from above (mean over z; red = fake)."""
-    from falcli.pictures import heatmap, tile
-    from falcli.render import render_voxels
+    from falcli.core.pictures import heatmap, tile
+    from falcli.core.render import render_voxels
 
     def renders(grids: np.ndarray) -> list[np.ndarray]:
         return [render_voxels(g, size) for g in grids[:columns]]
@@ -443,7 +443,7 @@ class VoxelTask:
         return {}
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
-        from falcli.pictures import save_png
+        from falcli.core.pictures import save_png
 
         save_png(steps_picture(batch.real, unrolled), path)
 

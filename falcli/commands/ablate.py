@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from falcli import checkpoint
+from falcli.core import checkpoint
 from falcli.config import Recipe, recipe_from_dict, recipe_to_dict
 from falcli.errors import FalError
 from falcli.tasks import TASKS
@@ -156,7 +156,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def train_all(planned: list[Planned], device: str, update: Progress | None = None) -> None:
     """Train (or continue) every planned run; one progress count over all of their iterations."""
-    from falcli import train
+    from falcli.commands import train
 
     todo = [p for p in planned if p.action != "reuse"]
     total = sum(p.recipe.train.iterations - p.done for p in todo)
@@ -176,7 +176,7 @@ def train_all(planned: list[Planned], device: str, update: Progress | None = Non
 
 def evaluate_run(item: Planned, device: str) -> list[dict[str, float]]:
     """The task's per-step metrics for a run's final checkpoint (G_ema when the run kept one)."""
-    from falcli.runtime import pick_device
+    from falcli.core.runtime import pick_device
 
     final = item.run_dir / "checkpoints" / checkpoint.checkpoint_name(item.recipe.train.iterations)
     _, G, D, G_ema, _ = checkpoint.restore(final, pick_device(device), expect_task=item.recipe.task)
@@ -209,7 +209,7 @@ def train_seconds(run_dir: Path) -> float | None:
 def check_scorable(recipe: Recipe) -> None:
     """Refuse, before any training, an ablation whose runs could get no FID."""
     from falcli.config import load_recipe
-    from falcli.evaluate_fid import INCEPTION_MIN_IMAGES
+    from falcli.commands.evaluate.fid import INCEPTION_MIN_IMAGES
     from falcli.metrics.weights import INCEPTION_FID, _candidates
 
     if recipe.task != "image":

@@ -87,7 +87,7 @@ class ImageFiles:
     def write(self, x: torch.Tensor, names: Sequence[str], folder: Path) -> None:
         from PIL import Image
 
-        from falcli.pictures import to_uint8
+        from falcli.core.pictures import to_uint8
 
         folder.mkdir(parents=True, exist_ok=True)
         if self.depth_range is not None:

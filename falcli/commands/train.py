@@ -18,13 +18,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from falcli import checkpoint, graphs, methods
+from falcli.core import checkpoint, cuda_graphs, tracking
+from falcli import methods
 from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
-from falcli.feedback import proximity_loss, unroll
-from falcli.losses import ADVERSARIAL, gradient_penalty, r1_penalty
-from falcli.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
+from falcli.core.feedback import proximity_loss, unroll
+from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
+from falcli.core.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
 from falcli.tasks import TASKS
 
 ProgressFn = Callable[[int, int, "dict[str, float] | None"], None]  # (iterations done, total, logged stats)
@@ -36,6 +37,7 @@ class RunOptions:
     device: str = "auto"                # auto, cpu, cuda or cuda:N
     resume: str | None = None           # "auto" (newest checkpoint in the run folder) or a checkpoint path
     workers: int = 0                    # DataLoader worker processes
+    tensorboard: bool = False           # also write TensorBoard events to RUN/tensorboard/ (needs the extra)
 
 
 class TrainingDiverged(FalError):
@@ -47,9 +49,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     task = TASKS[recipe.task]
     cfg = recipe.train
     methods.check(task, recipe)
+    if options.tensorboard:
+        tracking.check_available()  # before anything is written
     processes, device = start_processes(options.device)  # one process, or one of a torchrun job
     if cfg.cuda_graph:
-        graphs.check_supported(device, processes.world)
+        cuda_graphs.check_supported(device, processes.world)
     if recipe.feedback.later_steps_train == "feedback_only" and processes.world > 1:
         # Two backward passes per G step; DDP's gradient hooks expect one.
         raise FalError("feedback.later_steps_train: feedback_only runs in one process; use `all` under torchrun")
@@ -64,6 +68,22 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         for note in notes:
             _log(run_dir, {"kind": "note", "iteration": resumed["iteration"] if resumed else 0, "note": note})
     start = resumed["iteration"] if resumed else 0
+    # A resume drops what the interrupted run logged after the checkpoint it continues from (iteration `start`).
+    tracker = tracking.Tracker(run_dir, purge_step=start + 1 if resumed else None) \
+        if options.tensorboard and processes.is_main else None
+    try:
+        _train(task, recipe, options, processes, device, bf16, dataset, preview, run_dir, resumed, start,
+               tracker, on_progress)
+    finally:
+        if tracker is not None:
+            tracker.close()
+    finish_processes()
+    return run_dir
+
+
+def _train(task, recipe: Recipe, options: RunOptions, processes, device, bf16, dataset, preview, run_dir: Path,
+           resumed: dict | None, start: int, tracker, on_progress: ProgressFn | None) -> None:
+    cfg = recipe.train
 
     # Networks and optimizers, rebuilt from the recipe (weights come from the checkpoint when resuming).
     G, D = build_networks(task, recipe, device)
@@ -80,13 +100,13 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         D.load_state_dict(resumed["D"])
         for optimizer, state in ((opt_G, resumed["opt_G"]), (opt_D, resumed["opt_D"])):
             optimizer.load_state_dict(state)
-            graphs.settle_optimizer(optimizer, cfg.cuda_graph, device)  # either setting resumes either
+            cuda_graphs.settle_optimizer(optimizer, cfg.cuda_graph, device)  # either setting resumes either
         if G_ema is not None:
             G_ema.load_state_dict(resumed["G_ema"])
         checkpoint.set_rng_state(resumed["rng"])  # after the DataLoader drew its worker seed, as a fresh run
     step = TrainStep(task, recipe, G, D, G_train, D_train, opt_G, opt_D, bf16, device)
     if cfg.cuda_graph:
-        step = graphs.GraphedStep(step)
+        step = cuda_graphs.GraphedStep(step)
 
     sums: dict[str, torch.Tensor] = {}
     window, window_start = 0, time.perf_counter()
@@ -106,19 +126,21 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         logged = None
         if done % cfg.log_every == 0 or done == cfg.iterations:
             logged = _flush(run_dir if processes.is_main else None, done, sums, window,
-                            time.perf_counter() - window_start, opt_G)
+                            time.perf_counter() - window_start, opt_G, opt_D)
+            if tracker is not None:
+                tracker.scalars(done, logged)
             sums, window, window_start = {}, 0, time.perf_counter()
         if not processes.is_main:  # the other processes only train; the main one writes
             continue
         if (cfg.sample_every and done % cfg.sample_every == 0) or done == cfg.iterations:
-            _save_samples(task, G_ema if G_ema is not None else G, D, preview, recipe,
-                          run_dir / "samples" / f"iter-{done:07d}.png")
+            picture = run_dir / "samples" / f"iter-{done:07d}.png"
+            _save_samples(task, G_ema if G_ema is not None else G, D, preview, recipe, picture)
+            if tracker is not None and picture.is_file():
+                tracker.picture(done, "samples (every feedback step, with D's maps)", picture)
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations:  # always right after a checked log line
             _save_checkpoint(run_dir, done, recipe, G, D, G_ema, opt_G, opt_D)
         if on_progress is not None:
             on_progress(done, cfg.iterations, logged)
-    finish_processes()
-    return run_dir
 
 
 # --- one iteration ---
@@ -139,14 +161,15 @@ def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig, device: torch.
                              fused=fused)
     opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
     if cfg.cuda_graph:  # updates inside a graph: the rate becomes a device tensor the decay changes in place
-        graphs.settle_optimizer(opt_G, True, device)
-        graphs.settle_optimizer(opt_D, True, device)
+        cuda_graphs.settle_optimizer(opt_G, True, device)
+        cuda_graphs.settle_optimizer(opt_D, True, device)
     return opt_G, opt_D
 
 
 @dataclass(frozen=True)
 class TrainStep:
-    """What one iteration updates; `step(batch, iteration)` runs it and returns its losses, on the device.
+    """What one iteration updates; `step(batch, iteration)` runs it and returns its losses, on the device and
+    detached from autograd.
 
     `run` calls it once per iteration; benchmarks/train_speed.py times the very same call.
     """
@@ -161,7 +184,7 @@ class TrainStep:
     opt_D: torch.optim.Optimizer
     bf16: bool
     device: torch.device
-    autocast_cache: bool = True         # off when the step is captured in a CUDA graph (falcli/graphs.py)
+    autocast_cache: bool = True         # off when the step is captured in a CUDA graph (falcli/core/cuda_graphs.py)
 
     def __call__(self, batch, iteration: int) -> dict[str, torch.Tensor]:
         task, recipe, fb, device, bf16 = self.task, self.recipe, self.recipe.feedback, self.device, self.bf16
@@ -225,7 +248,10 @@ class TrainStep:
         _step(opt_D, loss_D)
         G.requires_grad_(True)
         stats["loss/D"] = loss_D
-        return stats
+        # Detached: a loss kept with its autograd graph (the caller sums them until the logging interval, a
+        # captured graph keeps its static ones) would keep this step's AccumulateGrad nodes alive into the
+        # next backward, which then runs on another stream (warm-up → capture) and breaks the capture.
+        return {key: value.detach() for key, value in stats.items()}
 
 
 # --- the step's helpers ---
@@ -283,9 +309,9 @@ def learning_rate_factor(cfg: TrainConfig, iteration: int) -> float:
 def _set_learning_rates(opt_G, opt_D, cfg: TrainConfig, iteration: int) -> None:
     factor = learning_rate_factor(cfg, iteration)
     for group in opt_G.param_groups:
-        graphs.set_learning_rate(group, group.get("base_lr", cfg.lr_generator) * factor)
+        cuda_graphs.set_learning_rate(group, group.get("base_lr", cfg.lr_generator) * factor)
     for group in opt_D.param_groups:
-        graphs.set_learning_rate(group, cfg.lr_discriminator * factor)
+        cuda_graphs.set_learning_rate(group, cfg.lr_discriminator * factor)
 
 
 # --- bookkeeping ---
@@ -384,7 +410,8 @@ def _check_resumable(payload: dict, recipe: Recipe, path: Path) -> None:
                        f"--set train.iterations=N (N > {payload['iteration']})")
 
 
-def _flush(run_dir: Path | None, done: int, sums: dict, window: int, seconds: float, opt_G) -> dict[str, float]:
+def _flush(run_dir: Path | None, done: int, sums: dict, window: int, seconds: float, opt_G,
+           opt_D) -> dict[str, float]:
     """Average the interval's losses (over processes too), check them, and append a metrics.jsonl line."""
     keys = sorted(sums)
     values = torch.stack([sums[k] for k in keys]).div(window)
@@ -395,6 +422,7 @@ def _flush(run_dir: Path | None, done: int, sums: dict, window: int, seconds: fl
     _check_finite(run_dir, done, logged)
     logged["time/iteration_ms"] = 1000.0 * seconds / window
     logged["lr/G"] = float(opt_G.param_groups[0]["lr"])
+    logged["lr/D"] = float(opt_D.param_groups[0]["lr"])
     if run_dir is not None:
         _log(run_dir, {"kind": "train", "iteration": done, **logged})
     return logged

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import torch  # noqa: E402
 
-from falcli.feedback import Unrolled  # noqa: E402
+from falcli.core.feedback import Unrolled  # noqa: E402
 
 
 REAL_COLOUR = "#7f7f7f"  # every panel and the legend: one colour for the real data

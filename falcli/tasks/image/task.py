@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from falcli.errors import FalError
-from falcli.feedback import Unrolled, make_feedback_modules
+from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.nn.dims import conv_transpose_nd, norm_nd
-from falcli.runtime import rand_shard, randn_shard
+from falcli.core.runtime import rand_shard, randn_shard
 from falcli.tasks.base import Batch
 
 IMAGE_SIZES = (32, 64, 128)
@@ -300,7 +300,7 @@ class ImageTask:
 
     def fixed_batch(self, recipe, device: torch.device, count: int) -> Batch:
         """Latents from their own generator (the same for a plain and a FAL run of one seed) and val images."""
-        from falcli.sample import latents_for  # under EqGAN-SA its heatmap codes come after the latents
+        from falcli.commands.sample import latents_for  # under EqGAN-SA its heatmap codes come after the latents
 
         z = latents_for(recipe, count, recipe.seed + 1)
         data = dataclasses.replace(recipe.data, shapes_val=PREVIEW_COLUMNS)  # shapes: generate only those shown
@@ -317,7 +317,7 @@ class ImageTask:
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
         """Rows: real images, then for each step t its samples and D's map on them (red = fake, blue = real)."""
-        from falcli.pictures import heatmap, save_png, tile, to_uint8
+        from falcli.core.pictures import heatmap, save_png, tile, to_uint8
 
         count = min(PREVIEW_COLUMNS, len(batch.gen_input))
         size = tuple(unrolled.samples[0].shape[2:])
@@ -331,6 +331,6 @@ class ImageTask:
                  num_samples: int) -> list[dict[str, float]]:
         """Per step: mean D logit; FID in the shapes judge's feature space (shapes data); Inception FID when
         its weights are on disk and there are >= 2048 images per side. References: the val split."""
-        from falcli.evaluate_fid import evaluate_image_steps
+        from falcli.commands.evaluate.fid import evaluate_image_steps
 
         return evaluate_image_steps(self, G, D, recipe, device, steps, num_samples)

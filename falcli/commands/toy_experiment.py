@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 
-from falcli import checkpoint, train
+from falcli.core import checkpoint
+from falcli.commands import train
 from falcli.config import Recipe
 from falcli.console import progress_bar
-from falcli.plots import toy_poster_figure
-from falcli.runtime import pick_device
+from falcli.core.plots import toy_poster_figure
+from falcli.core.runtime import pick_device
 from falcli.tasks import TASKS
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 
 METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "precision", "recall", "density", "coverage",
            "d_score")

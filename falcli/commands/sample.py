@@ -2,7 +2,7 @@
 
 Unconditional tasks draw latents from `--seed` (all at once, so they do not depend on the batch size) and keep
 them in latents.npy; translation translates the first `--count` validation inputs and keeps those in inputs/.
-`fal refine` reads such a folder and feeds back from the written samples (falcli/refine.py).
+`fal refine` reads such a folder and feeds back from the written samples (falcli/commands/refine.py).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from falcli import checkpoint
+from falcli.core import checkpoint
 from falcli.errors import FalError
-from falcli.feedback import unroll
-from falcli.sample_files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, condition_files_for, files_for, \
+from falcli.core.feedback import unroll
+from falcli.core.files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, condition_files_for, files_for, \
     fresh_folder, item_names, write_manifest
 from falcli.tasks.base import Batch
 
@@ -85,10 +85,11 @@ def check_batch_size(batch_size: int) -> None:
         raise FalError(f"--batch-size must be >= 1 (got {batch_size})")
 
 
-def latents_for(recipe, count: int, seed: int) -> torch.Tensor:
+def latents_for(recipe, count: int, seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """G's inputs (count, Z [+ code]) from their own generator, the same for any batch size and device: standard
-    normal latents, followed under EqGAN-SA by a heatmap code (drawn after them, as the task's fixed batch does)."""
-    generator = torch.Generator().manual_seed(seed)
+    normal latents, followed under EqGAN-SA by a heatmap code (drawn after them, as the task's fixed batch does).
+    `generator` (instead of a seed) continues a stream: `fal refine --method drs` draws batch after batch."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     z = torch.randn(count, recipe.model.latent_dim, generator=generator)
     if recipe.method.eqgan_sa:
         from falcli.methods.eqgan_sa import fixed_code
@@ -121,7 +122,7 @@ class SampleOptions:
 @torch.no_grad()
 def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: WarnFn = _warn) -> dict:
     """Write `count` samples of the last step into options.out; returns the manifest (fal-samples.json)."""
-    from falcli.runtime import pick_device
+    from falcli.core.runtime import pick_device
     from falcli.tasks import TASKS
 
     if options.count < 1:

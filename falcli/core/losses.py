@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from falcli.runtime import rand_shard  # the same draws with one process or several
+from falcli.core.runtime import rand_shard  # the same draws with one process or several
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -56,12 +56,23 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
     """WGAN-GP (Gulrajani et al. 2017, Eq. 3): E[(‖∇D(x̂)‖₂ − 1)²] on random interpolates x̂."""
     alpha = rand_shard(real.shape[0], *(1,) * (real.dim() - 1), device=real.device).to(real.dtype)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(mixed).float().sum(), mixed, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    logits = D(mixed)  # under the caller's autocast, as D's other passes
+    with _no_autocast(mixed):
+        (grad,) = torch.autograd.grad(logits.float().sum(), mixed, create_graph=True)
+        return ((grad.float().flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
 def r1_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018, Eq. 9): E[‖∇D(x)‖²] on real samples."""
     real = real.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(real).float().sum(), real, create_graph=True)
-    return grad.flatten(1).pow(2).sum(dim=1).mean()
+    logits = D(real)
+    with _no_autocast(real):
+        (grad,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+        return grad.float().flatten(1).pow(2).sum(dim=1).mean()
+
+
+def _no_autocast(inputs: torch.Tensor):
+    """The penalties' input gradient (a backward pass, differentiable for the penalty's own backward) and the
+    penalty on it in fp32, with autocast off: the AMP docs advise against backward passes under autocast
+    (their gradient-penalty example takes autograd.grad outside it). D's forward keeps the caller's autocast."""
+    return torch.autocast(inputs.device.type, enabled=False)

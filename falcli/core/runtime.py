@@ -18,9 +18,13 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FalError(f"--device {name}: no CUDA device is visible here; use --device cpu or auto")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise FalError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise FalError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                       f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -72,7 +76,13 @@ def start_processes(device_name: str) -> tuple[Processes, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         _CURRENT = Processes()
-        return _CURRENT, pick_device(device_name)
+        device = pick_device(device_name)
+        if device.type == "cuda":
+            # The run's GPU becomes the current one: what is made without naming a device (torch.cuda.graph's
+            # capture stream, cuBLAS handles, the pin-memory thread's target) would otherwise be on cuda:0.
+            device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+            torch.cuda.set_device(device)
+        return _CURRENT, device
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")

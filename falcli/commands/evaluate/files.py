@@ -1,5 +1,5 @@
 """`fal evaluate` on files: outputs and targets matched by file name, label maps, depth maps, voxel grids and
-2D points, each read and scored once (a checkpoint's steps are scored in falcli/evaluate.py).
+2D points, each read and scored once (a checkpoint's steps are scored in falcli/commands/evaluate/checkpoints.py).
 
 Every scorer returns a FileScore: one row (step None), the protocol, notes. Every bad input is a FalError
 naming the file and saying what was expected.
@@ -15,11 +15,11 @@ import torch
 
 from falcli.errors import FalError
 from falcli.formats.images import IMAGE_SUFFIXES, decode_image
-from falcli.runtime import pick_device
-from falcli.sample_files import LATENTS, MANIFEST
+from falcli.core.runtime import pick_device
+from falcli.core.files import LATENTS, MANIFEST
 
 if TYPE_CHECKING:
-    from falcli.evaluate import EvaluateOptions
+    from falcli.commands.evaluate.checkpoints import EvaluateOptions
 
 FileScore = tuple[list[dict[str, Any]], dict[str, Any], list[str]]  # (rows, protocol, notes)
 ProgressFn = Callable[[str, int, int], None]
@@ -344,7 +344,7 @@ def read_points(path: Path) -> np.ndarray:
     """(N, 2) float32 points from an .npy."""
     if path.suffix != ".npy":
         raise FalError(f"{path}: toy points come as an .npy of shape (N, 2)")
-    from falcli.sample_files import checked_points
+    from falcli.core.files import checked_points
 
     return checked_points(_load_npy(path), path)
 

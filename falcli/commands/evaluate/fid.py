@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from falcli.errors import FalError
-from falcli.feedback import unroll
+from falcli.core.feedback import unroll
 from falcli.metrics import fid as fidlib
-from falcli.runtime import pick_device
+from falcli.core.runtime import pick_device
 
 INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
 
@@ -106,7 +106,7 @@ def generate_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.devic
     Inputs are the task's fixed batch, so plain and FAL runs of one seed are scored on the same latents.
     Quantised to uint8 exactly as saving PNGs would, so the FID equals that of the exported images.
     """
-    from falcli.pictures import to_uint8
+    from falcli.core.pictures import to_uint8
     from falcli.tasks.base import Batch
 
     if task.dims != 2:
@@ -116,7 +116,7 @@ def generate_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.devic
     if recipe.task == "translation":  # conditioned on the val inputs
         inputs = task.fixed_batch(recipe, torch.device("cpu"), num_samples)
     else:  # the fixed batch's latents, without its real images: a checkpoint is scored without its data
-        from falcli.sample import latents_for
+        from falcli.commands.sample import latents_for
 
         z = latents_for(recipe, num_samples, recipe.seed + 1)
         inputs = Batch(real=z, gen_input=z)
@@ -175,7 +175,7 @@ def folder_side(path: Path, space: FeatureSpace, batch_size: int, workers: int, 
 def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device: torch.device,
                     steps: int | None, num_samples: int | None, batch_size: int,
                     with_stats: bool = True) -> tuple[Side, FeatureSpace]:
-    from falcli import checkpoint
+    from falcli.core import checkpoint
     from falcli.tasks import TASKS
 
     recipe, G, D, G_ema, payload = checkpoint.restore(path, device)

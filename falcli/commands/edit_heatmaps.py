@@ -30,7 +30,7 @@ def parse_centre(text: str) -> tuple[float, float]:
 def edited_rows(G, D, recipe, centres: list[tuple[float, float]], count: int, seed: int, steps: int,
                 width: float | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per centre: (level-1 heatmap (1, S, S) in [0, 1], the last step's samples (count, 3, S, S) in [-1, 1])."""
-    from falcli.feedback import unroll
+    from falcli.core.feedback import unroll
 
     device = next(G.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -50,9 +50,9 @@ def edited_rows(G, D, recipe, centres: list[tuple[float, float]], count: int, se
 def edit_picture(ckpt: Path, centres: list[str], out: Path, count: int = 8, seed: int = 0,
                  steps: int | None = None, width: float | None = None, device: str = "auto") -> Path:
     """Write the editing grid of an EqGAN-SA checkpoint to a new PNG `out`."""
-    from falcli import checkpoint
-    from falcli.pictures import save_png, tile, to_uint8
-    from falcli.runtime import pick_device
+    from falcli.core import checkpoint
+    from falcli.core.pictures import save_png, tile, to_uint8
+    from falcli.core.runtime import pick_device
 
     if out.exists():
         raise FalError(f"{out} already exists; choose another --out (pictures are never overwritten)")
