@@ -93,6 +93,8 @@ class TrainConfig:
     lr_discriminator: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)   # Adam β1, β2
     lr_decay_start: int | None = None   # iteration where lr starts decaying linearly to 0; None = constant
+    lr_decay_fraction: float | None = None  # or: decay over this last share of the iterations (0.5 = the second
+                                        # half), which stays right under --set train.iterations=N
     ema_decay: float = 0.0              # EMA of G per iteration (e.g. 0.999); 0 disables it
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     cuda_graph: bool = False            # replay the whole step from CUDA graphs (one CUDA process; falcli/core/cuda_graphs.py)
@@ -120,6 +122,17 @@ class TrainConfig:
             raise FalError("train.keep_checkpoints must be >= 1, or null to keep all")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.iterations:
             raise FalError(f"train.lr_decay_start must be in [0, train.iterations) (got {self.lr_decay_start})")
+        if self.lr_decay_fraction is not None and not 0 < self.lr_decay_fraction <= 1:
+            raise FalError(f"train.lr_decay_fraction must be in (0, 1] (got {self.lr_decay_fraction})")
+        if self.lr_decay_fraction is not None and self.lr_decay_start is not None:
+            raise FalError("train.lr_decay_start and train.lr_decay_fraction both set; keep one")
+
+    @property
+    def decay_start(self) -> int | None:
+        """The iteration where the linear decay starts (from either key); None = a constant rate."""
+        if self.lr_decay_fraction is not None:
+            return self.iterations - max(1, round(self.lr_decay_fraction * self.iterations))
+        return self.lr_decay_start
 
 
 @dataclass(frozen=True)

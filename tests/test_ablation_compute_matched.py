@@ -5,7 +5,7 @@ from falcli.commands import ablate as ablation
 
 
 def test_compute_matched_plain_gets_t_times_the_schedule(toy_recipe):
-    recipe = toy_recipe("feedback.steps=3", "train.lr_decay_start=6")
+    recipe = toy_recipe("feedback.steps=3", "train.lr_decay_fraction=null", "train.lr_decay_start=6")
     made = ablation.variant(recipe, "plain_compute_matched")
     assert made.feedback.steps == 1 and made.method.any is False
     assert made.train.iterations == 3 * recipe.train.iterations

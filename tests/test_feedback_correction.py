@@ -21,7 +21,7 @@ from falcli.tasks.voxel.task import ModelConfig as VoxelModel, VoxelGenerator
 
 # The toy recipe as it was then (its defaults have since changed), with every new option at its default.
 REFERENCE = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train.log_every=10",
-             "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32", "train.lr_decay_start=null",
+             "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32", "train.lr_decay_fraction=null",
              "train.betas=[0.5,0.999]", "train.checkpoint_every=20", "feedback.output=direct",
              "feedback.proximity_weight=0"]
 # (loss/G, loss/D, loss/G/step3) at iterations 10 and 20, and the sum of G's weights after 20, before the options.
@@ -213,7 +213,7 @@ def test_feedback_only_keeps_later_losses_out_of_the_backbone(toy_recipe, tmp_pa
 
 
 def test_feedback_lr_is_its_own_group_and_decays(toy_recipe):
-    recipe = toy_recipe("feedback.lr=5e-5", "train.lr_generator=1e-3", "train.lr_decay_start=6")
+    recipe = toy_recipe("feedback.lr=5e-5", "train.lr_generator=1e-3", "train.lr_decay_fraction=0.5")
     G, D = TASKS["toy"].make_networks(recipe)
     opt_G, opt_D = train.make_optimizers(G, D, recipe.train, torch.device("cpu"), recipe.feedback.lr)
     backbone, feedback = opt_G.param_groups
@@ -229,3 +229,15 @@ def test_bad_feedback_options_are_refused(key, value):
 
     with pytest.raises(FalError, match=f"feedback.{key}"):
         FeedbackConfig(**{key: value})
+
+
+def test_lr_decay_fraction_decays_over_the_last_share_and_follows_iterations(toy_recipe):
+    from falcli.config import TrainConfig
+    from falcli.errors import FalError
+
+    cfg = TrainConfig(iterations=3000, lr_decay_fraction=0.5)
+    assert cfg.decay_start == 1500
+    assert train.learning_rate_factor(cfg, 1499) == 1.0 and train.learning_rate_factor(cfg, 2250) == 0.5
+    assert TrainConfig(iterations=12, lr_decay_fraction=0.5).decay_start == 6
+    with pytest.raises(FalError, match="keep one"):
+        TrainConfig(iterations=10, lr_decay_start=5, lr_decay_fraction=0.5)

@@ -37,7 +37,8 @@ def quick_recipe(recipe: Recipe) -> Recipe:
         data=dataclasses.replace(recipe.data, points=4096),
         train=dataclasses.replace(recipe.train, iterations=150, log_every=50, sample_every=0,
                                   checkpoint_every=150,
-                                  lr_decay_start=None if recipe.train.lr_decay_start is None else 75),
+                                  lr_decay_start=None if recipe.train.lr_decay_start is None else 75),  # (or
+                                  # lr_decay_fraction, which scales by itself)
         evaluate=dataclasses.replace(recipe.evaluate, num_samples=500),
     )
 

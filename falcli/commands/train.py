@@ -301,9 +301,10 @@ def _generator_groups(G: nn.Module, cfg: TrainConfig, feedback_lr: float | None)
 
 def learning_rate_factor(cfg: TrainConfig, iteration: int) -> float:
     """1 until lr_decay_start, then linear to 0 at the last iteration (pix2pix's 'linear' policy)."""
-    if cfg.lr_decay_start is None or iteration < cfg.lr_decay_start:
+    start = cfg.decay_start
+    if start is None or iteration < start:
         return 1.0
-    return 1.0 - (iteration - cfg.lr_decay_start) / (cfg.iterations - cfg.lr_decay_start)
+    return 1.0 - (iteration - start) / (cfg.iterations - start)
 
 
 def _set_learning_rates(opt_G, opt_D, cfg: TrainConfig, iteration: int) -> None:

@@ -44,8 +44,15 @@ def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, refere
         "modes_total": len(centers),
         "high_quality": float(good.float().mean()),
         "sliced_wasserstein": sliced_wasserstein(samples, reference.cpu()),
-        **coverage_metrics(reference.cpu().double(), samples.double()),
+        **_coverage(reference.cpu().double(), samples.double()),
     }
     if d_logits is not None:
         result["d_score"] = float(d_logits.detach().float().mean())
     return result
+
+
+def _coverage(reference: torch.Tensor, samples: torch.Tensor) -> dict[str, float]:
+    """Precision/recall/density/coverage; NaN for sets of 5 points or fewer (k = 5 neighbours need more)."""
+    if min(len(reference), len(samples)) <= 5:
+        return dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
+    return coverage_metrics(reference, samples)
