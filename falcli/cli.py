@@ -205,7 +205,8 @@ def ablate(
                                              "runs there are reused [default: runs/ablation-<recipe name>]")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per config (recipe seed, +1, …); mean ± std")] = 3,
     configs: Annotated[str | None, typer.Option(help="Comma-separated subset of plain, fal, eqgan_sa, glead, "
-                                                     "fal_eqgan_sa, fal_glead [default: all]")] = None,
+                                                     "fal_eqgan_sa, fal_glead, plain_compute_matched (T× "
+                                                     "iterations) [default: all but the last]")] = None,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished runs found in --out")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="40 iterations per run (for tests and smoke checks)")] = False,

@@ -41,6 +41,16 @@ class FeedbackConfig:
     detach_map: bool = True             # D's map is an input signal: no gradient flows back through it
     step_weights: tuple[float, ...] | None = None  # G loss weight per step; None = equal (1 each)
     discriminate: Literal["all", "last"] = "all"    # D trains on the fakes of every step, or the last only
+    # The later steps as a *correction* of the previous one (docs/toy.md measures each; all off = FAL as
+    # published, bit for bit):
+    output: Literal["direct", "residual"] = "direct"  # step t outputs x_t itself, or x_(t-1) + Δ_t in the
+                                        # generator's pre-activation space (before tanh/sigmoid: stays in range)
+    proximity_weight: float = 0.0       # λ of a G loss term λ·‖x_t − x_(t-1)‖² at t ≥ 2 (x_(t-1) detached)
+    proximity: Literal["uniform", "spatial"] = "uniform"  # spatial: weighted per location by σ(D) of x_(t-1),
+                                        # so what D found fake may change and the rest must stay
+    later_steps_train: Literal["all", "feedback_only"] = "all"  # feedback_only: the losses of steps ≥ 2 train
+                                        # only the feedback modules (protects step 1's backbone)
+    lr: float | None = None             # learning rate of the feedback modules; None = train.lr_generator
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -52,6 +62,10 @@ class FeedbackConfig:
                            f"got {len(self.step_weights)}")
         if self.encoder_channels < 1 or self.hidden_channels < 1:
             raise FalError("feedback.encoder_channels and feedback.hidden_channels must be >= 1")
+        if self.proximity_weight < 0:
+            raise FalError(f"feedback.proximity_weight must be >= 0 (got {self.proximity_weight})")
+        if self.lr is not None and self.lr <= 0:
+            raise FalError(f"feedback.lr must be > 0, or null for train.lr_generator (got {self.lr})")
 
     @property
     def sampling_steps(self) -> int:

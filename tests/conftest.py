@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
 TINY_TOY = [
     "model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512",
     "train.batch_size=64", "train.iterations=12", "train.log_every=3", "train.sample_every=0",
-    "train.checkpoint_every=6", "evaluate.num_samples=256",
+    "train.checkpoint_every=6", "evaluate.num_samples=256", "train.lr_decay_start_fraction=null",
 ]
 
 

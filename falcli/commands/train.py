@@ -23,7 +23,7 @@ from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
 from falcli.fileio import append_jsonl
-from falcli.core.feedback import unroll
+from falcli.core.feedback import proximity_loss, unroll
 from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 from falcli.core.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
 from falcli.tasks import TASKS
@@ -54,6 +54,9 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     processes, device = start_processes(options.device)  # one process, or one of a torchrun job
     if cfg.cuda_graph:
         cuda_graphs.check_supported(device, processes.world)
+    if recipe.feedback.later_steps_train == "feedback_only" and processes.world > 1:
+        # Two backward passes per G step; DDP's gradient hooks expect one.
+        raise FalError("feedback.later_steps_train: feedback_only runs in one process; use `all` under torchrun")
     bf16 = use_bf16(cfg.precision, device)
     # The inputs first, so that missing data or a batch too large leaves no run folder behind.
     dataset = task.make_dataset(recipe, "train")
@@ -91,7 +94,7 @@ def _train(task, recipe: Recipe, options: RunOptions, processes, device, bf16, d
     G, D = build_networks(task, recipe, device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay else None
     G_train, D_train = _distribute(G, D, processes.world, device)  # what gradients flow through
-    opt_G, opt_D = make_optimizers(G, D, cfg, device)
+    opt_G, opt_D = make_optimizers(G, D, cfg, device, recipe.feedback.lr)
 
     # Data: the same batch order whether or not the run was interrupted.
     stream = batch_stream(dataset, cfg.batch_size, recipe.seed,
@@ -156,10 +159,11 @@ def build_networks(task, recipe: Recipe, device: torch.device) -> tuple[nn.Modul
     return G, D
 
 
-def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig,
-                    device: torch.device) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig, device: torch.device,
+                    feedback_lr: float | None = None) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     fused = device.type == "cuda"  # one kernel per update instead of one per parameter
-    opt_G = torch.optim.Adam(G.parameters(), cfg.lr_generator, betas=cfg.betas, fused=fused)
+    opt_G = torch.optim.Adam(_generator_groups(G, cfg, feedback_lr), cfg.lr_generator, betas=cfg.betas,
+                             fused=fused)
     opt_D = torch.optim.Adam(D.parameters(), cfg.lr_discriminator, betas=cfg.betas, fused=fused)
     if cfg.cuda_graph:  # updates inside a graph: the rate becomes a device tensor the decay changes in place
         cuda_graphs.settle_optimizer(opt_G, True, device)
@@ -199,16 +203,31 @@ class TrainStep:
         with autocast(bf16, device, cache=self.autocast_cache):
             out = unroll(G_train, D, batch.gen_input, batch.condition, fb.steps, fb, discriminate)
             loss_G = torch.zeros((), device=device)
+            loss_later = torch.zeros((), device=device)  # steps ≥ 2, kept apart for later_steps_train
             for t, (weight, logits) in enumerate(zip(fb.weights, out.logits), start=1):
                 stats[f"loss/G/step{t}"] = g_loss(logits)
-                loss_G = loss_G + weight * stats[f"loss/G/step{t}"]
+                if t > 1 and fb.later_steps_train == "feedback_only":
+                    loss_later = loss_later + weight * stats[f"loss/G/step{t}"]
+                else:
+                    loss_G = loss_G + weight * stats[f"loss/G/step{t}"]
+            proximity = proximity_loss(out, fb)
+            if proximity is not None:
+                stats["loss/G/proximity"] = proximity
+                if fb.later_steps_train == "feedback_only":
+                    loss_later = loss_later + proximity
+                else:
+                    loss_G = loss_G + proximity
             for name, term in task.extra_generator_losses(out, batch, recipe).items():
                 stats[f"loss/G/{name}"] = term
                 loss_G = loss_G + term
             for name, term in methods.generator_terms(recipe, G_train, D, out, batch).items():
                 stats[f"loss/G/{name}"] = term
                 loss_G = loss_G + term
-        _step(opt_G, loss_G)
+        if fb.later_steps_train == "feedback_only" and fb.steps > 1:
+            _step_split(opt_G, loss_G, loss_later, list(_feedback_modules(G).parameters()))
+            loss_G = loss_G + loss_later
+        else:
+            _step(opt_G, loss_G)
         D.requires_grad_(True)
         stats["loss/G"] = loss_G
 
@@ -248,12 +267,41 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.step()
 
 
+def _step_split(optimizer: torch.optim.Optimizer, loss: torch.Tensor, later: torch.Tensor,
+                feedback_parameters: list[nn.Parameter]) -> None:
+    """`feedback.later_steps_train: feedback_only`: the later steps' loss reaches only the feedback modules."""
+    optimizer.zero_grad(set_to_none=True)
+    later.backward(inputs=feedback_parameters, retain_graph=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _feedback_modules(G: nn.Module) -> nn.Module:
+    """The generator's feedback modules (every task's G keeps them as `.feedback`)."""
+    modules = getattr(getattr(G, "module", G), "feedback", None)
+    if modules is None:
+        raise FalError("feedback.later_steps_train: feedback_only needs feedback modules (feedback.steps > 1)")
+    return modules
+
+
 @torch.no_grad()
 def _ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
     ema_params, params = list(G_ema.parameters()), list(G.parameters())
     torch._foreach_lerp_(ema_params, params, 1.0 - decay)
     for ema_buffer, buffer in zip(G_ema.buffers(), G.buffers()):
         ema_buffer.copy_(buffer)
+
+
+def _generator_groups(G: nn.Module, cfg: TrainConfig, feedback_lr: float | None):
+    """G's parameters: one group, or (with `feedback.lr`) the backbone and the feedback modules apart.
+
+    Each group remembers its own base rate in "base_lr", which the decay scales.
+    """
+    if feedback_lr is None or getattr(G, "feedback", None) is None:
+        return G.parameters()
+    feedback = {id(p) for p in G.feedback.parameters()}
+    return [{"params": [p for p in G.parameters() if id(p) not in feedback], "base_lr": cfg.lr_generator},
+            {"params": list(G.feedback.parameters()), "lr": feedback_lr, "base_lr": feedback_lr}]
 
 
 def learning_rate_factor(cfg: TrainConfig, iteration: int) -> float:
@@ -268,7 +316,7 @@ def learning_rate_factor(cfg: TrainConfig, iteration: int) -> float:
 def _set_learning_rates(opt_G, opt_D, cfg: TrainConfig, iteration: int) -> None:
     factor = learning_rate_factor(cfg, iteration)
     for group in opt_G.param_groups:
-        cuda_graphs.set_learning_rate(group, cfg.lr_generator * factor)
+        cuda_graphs.set_learning_rate(group, group.get("base_lr", cfg.lr_generator) * factor)
     for group in opt_D.param_groups:
         cuda_graphs.set_learning_rate(group, cfg.lr_discriminator * factor)
 

@@ -9,6 +9,13 @@ What is detached and why:
   "steer" its feedback by changing how D scores its previous output.
 - `detach_previous` (default on): truncated backprop. Step t's loss trains step t's pass only, which keeps
   memory flat in T; off = full backprop through all T passes.
+
+`feedback.output: residual` makes each later step a correction: x_t = a(u_(t-1) + Δ_t), where a is the
+generator's output activation (tanh, sigmoid or none; `output_activation` on the generator), u its
+pre-activation, and Δ_t = G_pre(z, feedback_t) − G_pre(z, no feedback) what the feedback changes about G's
+output. The feedback modules start as the identity, so Δ_t starts at 0 and every step starts as a copy of the
+previous one; the backbone's gradient from a later step is then only through that difference. `direct` (the
+paper's) outputs x_t = a(G_pre(z, feedback_t)) itself.
 """
 from __future__ import annotations
 
@@ -21,6 +28,14 @@ from torch import nn
 from falcli.config import FeedbackConfig
 from falcli.nn.dims import resize_to
 from falcli.nn.spatial_transform import FeedbackModules
+
+# A generator's `output_activation` names its last nonlinearity and how to undo it (for `fal refine`'s
+# residual loop, which starts from a finished sample). The inverses clamp: a saturated pixel stays finite.
+OUTPUT_ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "identity": (lambda u: u, lambda x: x),
+    "tanh": (torch.tanh, lambda x: torch.atanh(x.clamp(-1 + 1e-4, 1 - 1e-4))),
+    "sigmoid": (torch.sigmoid, lambda x: torch.logit(x, eps=1e-4)),
+}
 
 SIGNALS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "logits": lambda logits: logits,
@@ -78,6 +93,8 @@ def unroll(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch
     so a training step costs T generator and T discriminator passes. `initial`, when given, stands in for
     step 1's output: `fal refine` starts the loop from a sample that already exists.
     """
+    if cfg.output == "residual":
+        return _unroll_residual(G, D, gen_input, condition, steps, cfg, discriminator_input, initial)
     samples, logits = [], []
     feedback = None
     for t in range(steps):
@@ -88,3 +105,61 @@ def unroll(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch
         if t + 1 < steps:
             feedback = feedback_input(score, sample, condition, cfg)
     return Unrolled(samples, logits)
+
+
+def output_activation(G: nn.Module) -> str:
+    """The generator's output nonlinearity (a key of OUTPUT_ACTIVATIONS), through a DDP wrapper too."""
+    return getattr(G, "module", G).output_activation
+
+
+def _unroll_residual(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch.Tensor | None,
+                     steps: int, cfg: FeedbackConfig, discriminator_input: Callable[[torch.Tensor], torch.Tensor],
+                     initial: torch.Tensor | None) -> Unrolled:
+    """`feedback.output: residual`: u_t = u_(t-1) + G_pre(z, feedback_t) − G_pre(z), x_t = a(u_t).
+
+    G_pre(z) is step 1's own pass (one extra pass only when `initial` replaces step 1). u_(t-1) is detached
+    with `detach_previous`, like the previous output fed back; the base pass is not, so a later step's loss
+    reaches the backbone only through what the feedback changes.
+    """
+    activation, inverse = OUTPUT_ACTIVATIONS[output_activation(G)]
+    base = G(gen_input, None, pre_activation=True)
+    samples, logits = [], []
+    pre, feedback = None, None
+    for t in range(steps):
+        if t == 0:
+            pre = inverse(initial) if initial is not None else base
+            sample = initial if initial is not None else activation(pre)
+        else:
+            previous = pre.detach() if cfg.detach_previous else pre
+            pre = previous + (G(gen_input, feedback, pre_activation=True) - base)
+            sample = activation(pre)
+        score = D(discriminator_input(sample))
+        samples.append(sample)
+        logits.append(score)
+        if t + 1 < steps:
+            feedback = feedback_input(score, sample, condition, cfg)
+    return Unrolled(samples, logits)
+
+
+def proximity_loss(out: Unrolled, cfg: FeedbackConfig) -> torch.Tensor | None:
+    """λ · Σ_(t≥2) mean over samples and locations of w · Σ_channels (x_t − x_(t-1))², x_(t-1) detached.
+
+    w = 1 (`uniform`), or σ(D's map of x_(t-1)) resized to the sample (`spatial`, detached): a location D
+    believed real is expensive to change, one it called fake is free. None when off or with one step.
+    """
+    if not cfg.proximity_weight or len(out.samples) < 2:
+        return None
+    total = None
+    for t in range(1, len(out.samples)):
+        change = (out.samples[t] - out.samples[t - 1].detach()).pow(2)
+        per_location = change.sum(dim=1, keepdim=True)  # (B, 1, *S); (B, 1) for vectors
+        if cfg.proximity == "spatial":
+            per_location = per_location * proximity_weights(out.logits[t - 1], per_location)
+        term = per_location.mean()
+        total = term if total is None else total + term
+    return cfg.proximity_weight * total
+
+
+def proximity_weights(logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """σ(D's map), detached, at the resolution of `like` (B, 1, *S): D's belief that each location is real."""
+    return resize_to(torch.sigmoid(logits.detach().to(like.dtype)), tuple(like.shape[2:]))

@@ -12,8 +12,28 @@ import torch  # noqa: E402
 from falcli.core.feedback import Unrolled  # noqa: E402
 
 
+REAL_COLOUR = "#7f7f7f"  # every panel and the legend: one colour for the real data
+
+
 def _scatter_real(ax, real: torch.Tensor) -> None:
-    ax.scatter(real[:, 0], real[:, 1], s=2, c="#bbbbbb", label="real")
+    ax.scatter(real[:, 0], real[:, 1], s=2, c=REAL_COLOUR, label="real")
+
+
+def _arrow_magnification(runs) -> float:
+    """A factor (1, 2, 5, 10, …) that draws the median feedback move at least 0.2 units long.
+
+    A correction that keeps samples on their mode moves them by a few hundredths: drawn to scale, the arrows
+    would be invisible. The legend states the factor.
+    """
+    moves = [(u.samples[t] - u.samples[t - 1]).detach().float().norm(dim=-1).reshape(-1)
+             for u, _ in runs.values() for t in range(1, len(u.samples))]
+    if not moves:
+        return 1.0
+    median = float(torch.cat(moves).median())
+    for factor in (1, 2, 5, 10, 20, 50, 100):
+        if median * factor >= 0.2:
+            return float(factor)
+    return 100.0
 
 
 def toy_steps_figure(real: torch.Tensor, unrolled: Unrolled, path: Path) -> None:
@@ -45,6 +65,7 @@ def toy_poster_figure(real: torch.Tensor, runs: dict[str, tuple[Unrolled, object
 
     real = real.detach().float().cpu()
     steps = max(len(u.samples) for u, _ in runs.values())
+    magnify = _arrow_magnification(runs)
     fig, axes = plt.subplots(len(runs), steps + 1, figsize=(3.2 * (steps + 1), 3.3 * len(runs) + 0.5),
                              squeeze=False)
     for row, (label, (unrolled, _)) in enumerate(runs.items()):
@@ -52,7 +73,7 @@ def toy_poster_figure(real: torch.Tensor, runs: dict[str, tuple[Unrolled, object
         box = (-extent, extent, -extent, extent)
         ax = axes[row][0]
         image = ax.imshow(surface, origin="lower", extent=box, cmap="RdBu", vmin=0, vmax=1)
-        ax.scatter(real[:, 0], real[:, 1], s=1, c="k")
+        _scatter_real(ax, real)
         ax.set_title(f"{label}: real data and σ(D)", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         for t in range(steps):
@@ -80,13 +101,15 @@ def toy_poster_figure(real: torch.Tensor, runs: dict[str, tuple[Unrolled, object
             moved = previous[flagged][:150]  # a readable number of arrows
             delta = (sample[flagged] - previous[flagged])[:150]
             ax.quiver(moved[:, 0], moved[:, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy",
-                      scale=1, width=0.004, color="#d62728", alpha=0.5)
+                      scale=1 / magnify, width=0.005, headwidth=4, headlength=4, minlength=0.5,
+                      color="#8b0000", alpha=0.8, zorder=3)
             ax.set_title(f"{label}: t = {t + 1}  ({flagged.float().mean():.0%} called fake at t = {t})",
                          fontsize=10)
-    handles = [Line2D([], [], ls="", marker="o", ms=4, color="#bbbbbb", label="real data"),
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color=REAL_COLOUR, label="real data"),
                Line2D([], [], ls="", marker="o", ms=4, color="#1f77b4", label="sample"),
                Line2D([], [], ls="", marker="o", ms=4, color="#d62728", label="sample D called fake at t−1"),
-               Line2D([], [], color="#d62728", alpha=0.6, label="its move from t−1 to t"),
+               Line2D([], [], color="#8b0000", alpha=0.8, label="its move from t−1 to t" +
+                      (f" (drawn ×{magnify:g})" if magnify > 1 else "")),
                Line2D([], [], color="#555555", ls="dashed", lw=0.8, label="σ(D) = 0.5 (D's final border)")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from falcli.metrics.coverage import coverage_metrics
+
 
 def nearest_mode(points: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of and distance to the nearest mode centre: points (N, 2), centers (K, 2) → (N,), (N,)."""
@@ -30,7 +32,8 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256,
 
 def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, reference: torch.Tensor,
                 d_logits: torch.Tensor | None = None) -> dict[str, float]:
-    """Modes covered, high-quality share, sliced Wasserstein distance to `reference` and mean D logit."""
+    """Modes covered, high-quality share, sliced Wasserstein distance to `reference`, precision/recall and
+    density/coverage against `reference` in point space (falcli/metrics/coverage.py), and mean D logit."""
     samples = samples.detach().float().cpu()
     index, distance = nearest_mode(samples, centers.cpu())
     good = distance <= 3 * std
@@ -41,7 +44,15 @@ def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, refere
         "modes_total": len(centers),
         "high_quality": float(good.float().mean()),
         "sliced_wasserstein": sliced_wasserstein(samples, reference.cpu()),
+        **_coverage(reference.cpu().double(), samples.double()),
     }
     if d_logits is not None:
         result["d_logit"] = float(d_logits.detach().float().mean())
     return result
+
+
+def _coverage(reference: torch.Tensor, samples: torch.Tensor) -> dict[str, float]:
+    """Precision/recall/density/coverage; NaN for sets of 5 points or fewer (k = 5 neighbours need more)."""
+    if min(len(reference), len(samples)) <= 5:
+        return dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
+    return coverage_metrics(reference, samples)

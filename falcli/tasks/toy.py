@@ -85,6 +85,8 @@ class PointsDataset(torch.utils.data.Dataset):
 class PointGenerator(nn.Module):
     """MLP z → (x, y); with feedback, an AST modulates every hidden layer's pre-activation features."""
 
+    output_activation = "identity"      # points are unbounded: the residual loop adds in point space
+
     def __init__(self, model: ModelConfig, feedback: nn.Module | None):
         super().__init__()
         widths = [model.latent_dim] + [model.hidden] * model.depth
@@ -92,7 +94,8 @@ class PointGenerator(nn.Module):
         self.out = nn.Linear(model.hidden, 2)
         self.feedback = feedback
 
-    def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None,
+                pre_activation: bool = False) -> torch.Tensor:
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback else None
         h = z
         for stage, layer in enumerate(self.hidden):

@@ -142,6 +142,8 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 class ImageGenerator(nn.Module):
     """DCGAN generator; `feedback` (FeedbackModules or None) modulates the chosen stages after their norm."""
 
+    output_activation = "tanh"          # `pre_activation=True` returns the value before it (residual feedback)
+
     def __init__(self, model: ModelConfig, image_size: int, feedback: nn.Module | None):
         super().__init__()
         n = generator_stages(image_size)
@@ -157,7 +159,7 @@ class ImageGenerator(nn.Module):
         self.stage_channels = dict(enumerate(widths))
 
     def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None,
-                heatmaps: list[torch.Tensor] | None = None) -> torch.Tensor:
+                heatmaps: list[torch.Tensor] | None = None, pre_activation: bool = False) -> torch.Tensor:
         """z (B, Z) — under EqGAN-SA followed by a heatmap code —, feedback (B, F, S, S) or None → image
         (B, 3, S, S) in [-1, 1]. `heatmaps`: hand-drawn EqGAN-SA heatmaps that replace the code's."""
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback else None
@@ -172,7 +174,8 @@ class ImageGenerator(nn.Module):
             h = torch.relu(h)
             if spatial is not None:  # EqGAN-SA: a SEL on the input of the next convolution
                 h = self.spatial.apply(stage + 1, h, spatial)
-        return torch.tanh(self.out(h))
+        out = self.out(h)
+        return out if pre_activation else torch.tanh(out)
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
         """GLeaD: the image G's layers after a stage make from features h shaped like that stage's output.

@@ -63,7 +63,10 @@ class UNetGenerator(nn.Module):
         init_pix2pix(self)  # before the feedback modules join: their γ/β heads must stay zero
         self.feedback = feedback
 
-    def forward(self, x: torch.Tensor, feedback: torch.Tensor | None = None) -> torch.Tensor:
+    output_activation = "tanh"          # the last module of up[0]; `pre_activation=True` stops before it
+
+    def forward(self, x: torch.Tensor, feedback: torch.Tensor | None = None,
+                pre_activation: bool = False) -> torch.Tensor:
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback else None
         skips = []
         for down in self.down:
@@ -71,7 +74,8 @@ class UNetGenerator(nn.Module):
             skips.append(x)  # level j: (B, widths[j], S/2^(j+1), S/2^(j+1))
         h = skips[-1]
         for k in reversed(range(self.depth)):
-            h = self.up[k](h if k == self.depth - 1 else torch.cat([skips[k], h], dim=1))
+            up = self.up[k][:-1] if k == 0 and pre_activation else self.up[k]  # up[0] ends with its Tanh
+            h = up(h if k == self.depth - 1 else torch.cat([skips[k], h], dim=1))
             if k > 0:
                 if self.feedback is not None:
                     h = self.feedback.apply(k, h, encoded)  # stage k: (B, widths[k-1], S/2^k, S/2^k)

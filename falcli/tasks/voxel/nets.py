@@ -72,7 +72,10 @@ class VoxelGenerator(nn.Module):
         self.out = conv_transpose_nd(3, widths[-1], 1, 4, stride=2, padding=1)
         self.feedback = feedback
 
-    def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None) -> torch.Tensor:
+    output_activation = "sigmoid"       # `pre_activation=True` returns the logits (residual feedback)
+
+    def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None,
+                pre_activation: bool = False) -> torch.Tensor:
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback is not None else None
         h = z.view(*z.shape, 1, 1, 1)
         for stage, block in enumerate(self.stages):
@@ -80,7 +83,8 @@ class VoxelGenerator(nn.Module):
             if self.feedback is not None:
                 h = self.feedback.apply(stage, h, encoded)
             h = torch.relu(h)
-        return torch.sigmoid(self.out(h))                    # (B, 1, R, R, R) occupancy
+        out = self.out(h)
+        return out if pre_activation else torch.sigmoid(out)  # (B, 1, R, R, R) occupancy
 
 
 class VoxelDiscriminator(nn.Module):
