@@ -123,7 +123,7 @@ def test_build_train_sample_refine_evaluate(name, tmp_path, evaluate_paths):
     result = refine(RefineOptions(checkpoint=run_dir, input=tmp_path / "samples", out=tmp_path / "refined",
                                   steps=2, device="cpu"))
     assert (tmp_path / "refined" / "step-2").is_dir() and (tmp_path / "refined" / "refine.json").is_file()
-    assert result["count"] == 3 and len(result["d_score"]) == 2 and all(0 <= s <= 1 for s in result["d_score"])
+    assert result["count"] == 3 and len(result["d_real_probability"]) == 2 and all(0 <= s <= 1 for s in result["d_real_probability"])
 
     # evaluate: one row of finite numbers per feedback step, given the judge/weights paths
     notes: list[str] = []
