@@ -25,7 +25,9 @@ from falcli.core import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512", "train.batch_size=64",
-        "train.log_every=3", "train.checkpoint_every=6", "train.sample_every=0", "loss.adversarial=vanilla"]
+        "train.log_every=3", "train.checkpoint_every=6", "train.sample_every=0", "loss.adversarial=vanilla",
+        # the run is extended 6 → 12 by the resume: a constant rate, and all steps training (DDP-compatible)
+        "train.lr_decay_start_fraction=null", "feedback.later_steps_train=all"]
 
 
 def fal_train(out: Path, processes: int, *extra: str, resume: bool = False) -> None:

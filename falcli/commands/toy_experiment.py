@@ -54,6 +54,11 @@ def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: b
         raise FalError(f"{out} holds an earlier experiment; choose another --out or delete that folder")
     if quick:
         recipe = quick_recipe(recipe)
+    if pick_device(device).type == "cpu":
+        # A 2D MLP GAN is bound by per-operation overhead: a second CPU thread does no useful work, it only
+        # spins (measured: 541 s of CPU for the default run on 2 cores with both threads, against ~100 s with
+        # one). The tables in docs/toy.md were measured with one thread too.
+        torch.set_num_threads(1)
     rows: dict[str, list[list[dict]]] = {"GAN": [], "FAL": []}  # label → per seed → per step metrics
     figure_runs = {}
     for index in range(seeds):

@@ -20,18 +20,25 @@ def _scatter_real(ax, real: torch.Tensor) -> None:
 
 
 def _arrow_magnification(runs) -> float:
-    """A factor (1, 2, 5, 10, …) that draws the median feedback move at least 0.2 units long.
+    """A factor (1, 2, 5, 10, …) that draws the median move of the samples that get arrows (those D called fake
+    at the previous step) at least 0.1 units long.
 
     A correction that keeps samples on their mode moves them by a few hundredths: drawn to scale, the arrows
-    would be invisible. The legend states the factor.
+    would be invisible. Only the drawn moves count: magnifying by the median of all samples (most of which sit
+    on a mode and hardly move) made the long moves overshoot their mode on the page. The legend states the factor.
     """
-    moves = [(u.samples[t] - u.samples[t - 1]).detach().float().norm(dim=-1).reshape(-1)
-             for u, _ in runs.values() for t in range(1, len(u.samples))]
+    moves = []
+    for u, _ in runs.values():
+        for t in range(1, len(u.samples)):
+            flagged = u.logits[t - 1].detach().float().reshape(-1) < 0
+            step = (u.samples[t] - u.samples[t - 1]).detach().float().norm(dim=-1).reshape(-1)
+            moves.append(step[flagged.cpu()] if flagged.shape == step.shape else step)
+    moves = [m for m in moves if m.numel()]
     if not moves:
         return 1.0
     median = float(torch.cat(moves).median())
     for factor in (1, 2, 5, 10, 20, 50, 100):
-        if median * factor >= 0.2:
+        if median * factor >= 0.1:
             return float(factor)
     return 100.0
 
