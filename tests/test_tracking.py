@@ -164,3 +164,20 @@ def test_the_comparison_page_renders_in_a_headless_browser(three_runs, tmp_path)
     assert probe_result["images"] == 4 and probe_result["bad"] == 0
     assert all(rows > 0 for rows in probe_result["rows"]) and len(probe_result["rows"]) >= 3
     assert "CONSOLE" not in result.stderr and "Uncaught" not in result.stderr
+
+
+def test_a_judge_trained_on_demand_shows_its_own_bar(tmp_path, monkeypatch):
+    """Judges that `fal evaluate` trains by itself (run_judge without a callback) draw a bar with an ETA."""
+    from rich.console import Console
+
+    from falcli import console as fal_console
+    from falcli.judges.run import run_judge
+
+    recorded = Console(record=True, force_terminal=False, width=120)
+    monkeypatch.setattr(fal_console, "console", recorded)
+    recipe = load_recipe(ROOT / "recipes" / "shapes_classifier.yaml",
+                         ["data.shapes_train=32", "data.shapes_val=8", "model.channels=4", "model.depth=1",
+                          "model.features=4", "train.iterations=4", "train.batch_size=4", "train.log_every=1"])
+    assert run_judge(recipe, tmp_path / "judge", "cpu").is_file()
+    text = recorded.export_text()
+    assert "train judge" in text and "4/4" in text
