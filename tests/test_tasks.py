@@ -35,8 +35,8 @@ TINY = {
                                      "data.val_count=4", "model.generator_channels=2", "model.depth=3",
                                      "model.discriminator_channels=2", "model.discriminator_layers=2",
                                      "train.lr_decay_start=null", "evaluate.num_samples=4"]),
-    "voxel": ("primitives.yaml", ["data.resolution=16", "data.primitives_train=4", "data.primitives_val=4",
-                                  "model.latent_dim=4", "model.base_channels=2", "evaluate.num_samples=4"]),
+    "voxel": ("primitives.yaml", ["data.resolution=16", "data.primitives_train=4", "data.primitives_val=12",
+                                  "model.latent_dim=4", "model.base_channels=2", "evaluate.num_samples=8"]),
     "image": ("shapes.yaml", ["data.image_size=32", "data.shapes_train=8", "data.shapes_val=8", "model.latent_dim=4",
                               "model.g_channels=2", "model.d_channels=2", "evaluate.num_samples=8"]),
 }
@@ -131,6 +131,12 @@ def test_build_train_sample_refine_evaluate(name, tmp_path, evaluate_paths):
     assert len(rows) == 2 and all(rows), notes
     for row in rows:
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in row.values()), row
+    # coverage next to quality, per step: in point space (toy) or the judge's feature space (image, voxel)
+    suffix = {"toy": "", "image": "_judge", "voxel": "_judge"}.get(name)
+    if suffix is not None:
+        for row in rows:
+            for key in ("precision", "recall", "density", "coverage"):
+                assert key + suffix in row and row[key + suffix] >= 0, (key + suffix, notes)
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -37,6 +37,10 @@ class VoxelClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.float() * 2 - 1)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's penultimate activations (B, F): the space for precision/recall/coverage."""
+        return self.net.features(x.float() * 2 - 1)
+
 
 class VoxelClassifierJudge:
     name = "voxel-classifier"

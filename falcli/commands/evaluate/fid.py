@@ -23,6 +23,7 @@ from torch import nn
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.metrics import fid as fidlib
+from falcli.metrics.coverage import coverage_metrics
 from falcli.core.runtime import pick_device
 
 INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
@@ -356,14 +357,16 @@ def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch
 
     if recipe.data.source == "shapes":
         space = judge_space(None, device, recipe.data.image_size)
+        real_features = space.extract([reference])
+        fake_features = [space.extract([x]) for x in images]
         if min(num_samples, len(reference)) <= space.dims:  # a covariance of fewer points is singular
             say(f"fid_judge needs more than {space.dims} images per side ({num_samples} samples, {len(reference)} "
                 f"val images); skipped: raise evaluate.num_samples and data.shapes_val")
         else:
-            real = _statistics(space.extract([reference]), space, "val split")
-            for row, x in zip(rows, images):
-                row["fid_judge"] = fidlib.frechet_distance(*_statistics(space.extract([x]), space, "samples"),
-                                                           *real)
+            real = _statistics(real_features, space, "val split")
+            for row, fake in zip(rows, fake_features):
+                row["fid_judge"] = fidlib.frechet_distance(*_statistics(fake, space, "samples"), *real)
+        _add_coverage(rows, real_features, fake_features, "judge", say)
 
     if weights is None and not any(p.is_file() for p in _candidates(INCEPTION_FID.filename)):
         say(f"no Inception FID: {_missing_message(INCEPTION_FID.filename, INCEPTION_FID.url)}")
@@ -374,11 +377,28 @@ def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch
         space = inception_space(2048, weights, allow_unofficial, device)
         if not space.info["official"]:
             say(f"fid_inception from unofficial weights {space.info['weights']}: not comparable with published FIDs")
-        real = fidlib.statistics(space.extract(_batches(reference, 50)))
-        for row, x in zip(rows, images):
-            row["fid_inception"] = fidlib.frechet_distance(*fidlib.statistics(space.extract(_batches(x, 50))),
-                                                           *real)
+        real_features = space.extract(_batches(reference, 50))
+        fake_features = [space.extract(_batches(x, 50)) for x in images]
+        real = fidlib.statistics(real_features)
+        for row, fake in zip(rows, fake_features):
+            row["fid_inception"] = fidlib.frechet_distance(*fidlib.statistics(fake), *real)
+        _add_coverage(rows, real_features, fake_features, "inception", say)
     return rows
+
+
+def _add_coverage(rows: list[dict], real: np.ndarray, fakes: list[np.ndarray], space: str, say) -> None:
+    """Coverage next to quality, per step, in the same feature space as the FID: improved precision/recall
+    (k = 3) and density/coverage (k = 5) as `<name>_<space>` (falcli/metrics/coverage.py)."""
+    if min(len(real), *(len(f) for f in fakes)) <= COVERAGE_K:
+        say(f"precision/recall/density/coverage in {space} space need more than {COVERAGE_K} images per side; "
+            f"skipped")
+        return
+    for row, fake in zip(rows, fakes):
+        for name, value in coverage_metrics(real, fake).items():
+            row[f"{name}_{space}"] = value
+
+
+COVERAGE_K = 5                          # the largest k of the k-NN balls (density and coverage)
 
 
 def protocol_lines(protocol: dict) -> list[str]:

@@ -9,6 +9,7 @@ from torch import nn
 
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
+from falcli.metrics.coverage import coverage_metrics
 from falcli.tasks.voxel.data import check_classes, class_names, load_voxels, occupancy
 
 
@@ -60,7 +61,9 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
     real = val.all_grids()
     source_names = val.names
     real_truth = torch.tensor([judge_names.index(source_names[k]) for k in val.selected_labels()])
-    real_pred = predict(net, to_judge_resolution(torch.from_numpy(real), judge_recipe), device)
+    real_inputs = to_judge_resolution(torch.from_numpy(real), judge_recipe)
+    real_pred = predict(net, real_inputs, device)
+    real_features = _features(net, real_inputs, device)
     reference = {"real_accuracy": float((real_pred == real_truth).float().mean())}
     for c in trained:
         mine = real_truth == judge_names.index(c)
@@ -70,8 +73,12 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
     shapes, d_scores = generate(G, D, recipe, z, steps)
     results = []
     for grids, d_score in zip(shapes, d_scores):
-        pred = predict(net, to_judge_resolution(torch.from_numpy(grids), judge_recipe), device)
+        inputs = to_judge_resolution(torch.from_numpy(grids), judge_recipe)
+        pred = predict(net, inputs, device)
         row = {"accuracy": float(torch.isin(pred, targets).float().mean())}
+        if min(len(real_features), len(grids)) > 5:  # k-NN balls need more points than the largest k (5)
+            # quality and coverage in the judge's feature space, as for images (falcli/metrics/coverage.py)
+            row.update({f"{k}_judge": v for k, v in coverage_metrics(real_features, _features(net, inputs, device)).items()})
         for k, name in enumerate(judge_names):
             row[f"predicted/{name}"] = float((pred == k).float().mean())
         row.update(reference)
@@ -80,3 +87,11 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
         row["d_real_probability"] = d_score
         results.append(row)
     return results
+
+
+@torch.no_grad()
+def _features(net: nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """The voxel judge's penultimate features of (N, 1, R, R, R) grids, (N, F) float64 on the CPU."""
+    net.eval()
+    return torch.cat([net.features(inputs[i:i + batch_size].to(device)).double().cpu()
+                      for i in range(0, len(inputs), batch_size)])
