@@ -72,10 +72,11 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         for note in notes:
             _log(run_dir, {"kind": "note", "iteration": resumed["iteration"] if resumed else 0, "note": note})
     start = resumed["iteration"] if resumed else 0
-    # A resume drops what the interrupted run logged after the checkpoint it continues from (iteration `start`).
-    tracker = tracking.Tracker(run_dir, purge_step=start + 1 if resumed else None) \
-        if options.tensorboard and processes.is_main else None
+    tracker = None
     try:
+        if options.tensorboard and processes.is_main:
+            # A resume drops what the interrupted run logged after the checkpoint it continues from (`start`).
+            tracker = tracking.Tracker(run_dir, purge_step=start + 1 if resumed else None)
         _train(task, recipe, options, processes, device, bf16, dataset, preview, run_dir, resumed, start,
                tracker, on_progress)
     finally:
