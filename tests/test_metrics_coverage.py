@@ -68,3 +68,19 @@ def test_chunking_does_not_change_the_answer():
 def test_bad_inputs_are_refused(real, fake, match):
     with pytest.raises(FalError, match=match):
         precision_recall(real, fake)
+
+
+def test_equal_to_the_papers_reference_implementation_prdc():
+    """The same four numbers as `prdc.compute_prdc` (Naeem et al.'s released code), called with each metric's
+    own k: 3 for precision/recall (Kynkäänniemi et al.), 5 for density/coverage. Random continuous features, so
+    prdc's strict ball (<) and a closed one cannot differ."""
+    prdc = pytest.importorskip("prdc")  # dev extra
+    generator = np.random.default_rng(0)
+    real = generator.normal(size=(300, 16))
+    fake = generator.normal(0.3, 1.2, size=(250, 16))
+    ours = coverage_metrics(real, fake, chunk=64)
+    at3, at5 = (prdc.compute_prdc(real, fake, nearest_k=k) for k in (3, 5))
+    assert ours["precision"] == pytest.approx(at3["precision"], abs=1e-12)
+    assert ours["recall"] == pytest.approx(at3["recall"], abs=1e-12)
+    assert ours["density"] == pytest.approx(at5["density"], abs=1e-12)
+    assert ours["coverage"] == pytest.approx(at5["coverage"], abs=1e-12)
