@@ -93,12 +93,12 @@ def unroll(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch
     so a training step costs T generator and T discriminator passes. `initial`, when given, stands in for
     step 1's output: `fal refine` starts the loop from a sample that already exists.
     """
-    if cfg.output == "residual":
-        return _unroll_residual(G, D, gen_input, condition, steps, cfg, discriminator_input, initial)
+    next_sample = (_residual_steps(G, gen_input, cfg, initial) if cfg.output == "residual"
+                   else _direct_steps(G, gen_input, initial))
     samples, logits = [], []
     feedback = None
     for t in range(steps):
-        sample = initial if t == 0 and initial is not None else G(gen_input, feedback)
+        sample = next_sample(t, feedback)
         score = D(discriminator_input(sample))
         samples.append(sample)
         logits.append(score)
@@ -112,9 +112,18 @@ def output_activation(G: nn.Module) -> str:
     return getattr(G, "module", G).output_activation
 
 
-def _unroll_residual(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch.Tensor | None,
-                     steps: int, cfg: FeedbackConfig, discriminator_input: Callable[[torch.Tensor], torch.Tensor],
-                     initial: torch.Tensor | None) -> Unrolled:
+StepFn = Callable[[int, "torch.Tensor | None"], torch.Tensor]  # (t, feedback for step t) -> x_t
+
+
+def _direct_steps(G: nn.Module, gen_input: torch.Tensor, initial: torch.Tensor | None) -> StepFn:
+    """The paper's step: x_t = G(z, feedback_t) (x_1 = `initial` when given)."""
+    def step(t: int, feedback: torch.Tensor | None) -> torch.Tensor:
+        return initial if t == 0 and initial is not None else G(gen_input, feedback)
+    return step
+
+
+def _residual_steps(G: nn.Module, gen_input: torch.Tensor, cfg: FeedbackConfig,
+                    initial: torch.Tensor | None) -> StepFn:
     """`feedback.output: residual`: u_t = u_(t-1) + G_pre(z, feedback_t) − G_pre(z), x_t = a(u_t).
 
     G_pre(z) is step 1's own pass (one extra pass only when `initial` replaces step 1). u_(t-1) is detached
@@ -123,22 +132,16 @@ def _unroll_residual(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condit
     """
     activation, inverse = OUTPUT_ACTIVATIONS[output_activation(G)]
     base = G(gen_input, None, pre_activation=True)
-    samples, logits = [], []
-    pre, feedback = None, None
-    for t in range(steps):
+    state: dict[str, torch.Tensor] = {}  # "pre": u of the last step
+
+    def step(t: int, feedback: torch.Tensor | None) -> torch.Tensor:
         if t == 0:
-            pre = inverse(initial) if initial is not None else base
-            sample = initial if initial is not None else activation(pre)
-        else:
-            previous = pre.detach() if cfg.detach_previous else pre
-            pre = previous + (G(gen_input, feedback, pre_activation=True) - base)
-            sample = activation(pre)
-        score = D(discriminator_input(sample))
-        samples.append(sample)
-        logits.append(score)
-        if t + 1 < steps:
-            feedback = feedback_input(score, sample, condition, cfg)
-    return Unrolled(samples, logits)
+            state["pre"] = inverse(initial) if initial is not None else base
+            return initial if initial is not None else activation(state["pre"])
+        previous = state["pre"].detach() if cfg.detach_previous else state["pre"]
+        state["pre"] = previous + (G(gen_input, feedback, pre_activation=True) - base)
+        return activation(state["pre"])
+    return step
 
 
 def proximity_loss(out: Unrolled, cfg: FeedbackConfig) -> torch.Tensor | None:
