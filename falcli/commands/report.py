@@ -215,6 +215,11 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
         ax.set_xlabel("iteration")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    return figure_png(figure)
+
+
+def figure_png(figure) -> bytes:
+    """A matplotlib figure as PNG bytes, laid out, at the page's resolution."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)

@@ -7,7 +7,6 @@ Like the single-run page it is one self-contained HTML file (pictures embedded a
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from falcli.errors import FalError
-from falcli.commands.report import STYLE, _e, _img, read_evaluations, read_training_log
+from falcli.commands.report import STYLE, _e, _img, figure_png, read_evaluations, read_training_log
 
 COMPARE_STYLE = """
 .samples { display: flex; flex-wrap: wrap; gap: 1em; } .samples figure { flex: 1 1 300px; margin: 0; }
@@ -146,10 +145,7 @@ def overlaid_curves_png(labels: list[str], logs: list[list[dict[str, Any]]]) -> 
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def metric_rows(labels: list[str], evaluations: list[list[tuple[Path, dict]]]) -> list[dict[str, Any]]:
