@@ -27,6 +27,7 @@ from falcli.metrics.coverage import coverage_metrics
 from falcli.core.runtime import pick_device
 
 INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
+COVERAGE_K = 5                          # the largest k of the k-NN balls (density and coverage)
 
 
 @dataclass
@@ -396,9 +397,6 @@ def _add_coverage(rows: list[dict], real: np.ndarray, fakes: list[np.ndarray], s
     for row, fake in zip(rows, fakes):
         for name, value in coverage_metrics(real, fake).items():
             row[f"{name}_{space}"] = value
-
-
-COVERAGE_K = 5                          # the largest k of the k-NN balls (density and coverage)
 
 
 def protocol_lines(protocol: dict) -> list[str]:

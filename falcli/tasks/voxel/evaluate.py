@@ -78,7 +78,8 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
         row = {"accuracy": float(torch.isin(pred, targets).float().mean())}
         if min(len(real_features), len(grids)) > 5:  # k-NN balls need more points than the largest k (5)
             # quality and coverage in the judge's feature space, as for images (falcli/metrics/coverage.py)
-            row.update({f"{k}_judge": v for k, v in coverage_metrics(real_features, _features(net, inputs, device)).items()})
+            scores = coverage_metrics(real_features, _features(net, inputs, device))
+            row.update({f"{k}_judge": v for k, v in scores.items()})
         for k, name in enumerate(judge_names):
             row[f"predicted/{name}"] = float((pred == k).float().mean())
         row.update(reference)
