@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from falcli import resolve
 from falcli.core import checkpoint  # noqa: E402
 from falcli.tasks import TASKS  # noqa: E402
 
@@ -20,7 +21,7 @@ def main(name: str, steps: int, root: Path = Path("runs/toy-sweep")) -> None:
     torch.set_num_threads(1)
     per_seed = []
     for run_dir in sorted((root / name).glob("seed*"), key=lambda p: int(p.name[4:])):
-        recipe, G, D, _, _ = checkpoint.restore(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1],
+        recipe, G, D, _, _ = resolve.restore(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1],
                                                 torch.device("cpu"))
         per_seed.append(TASKS["toy"].evaluate(G, D, recipe, torch.device("cpu"), steps,
                                               recipe.evaluate.num_samples))

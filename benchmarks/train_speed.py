@@ -55,7 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from falcli.commands import train
 from falcli.core import cuda_graphs as graphs
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.console import console, print_error
 from falcli.data.loader import batch_stream
 from falcli.errors import FalError

@@ -14,9 +14,20 @@ from pathlib import Path
 from typing import Annotated, Callable
 
 import typer
+from typer.core import TyperOption
 
 from falcli import __version__
 from falcli.errors import FalError
+
+
+def _flag_type(option: TyperOption, ctx) -> str | None:
+    """A flag (--dry-run, --kid, --help) takes no value: no `<bool>` placeholder beside it in the help (Typer
+    prints one for every option), which also leaves the long option names their full width at 80 columns."""
+    return None if option.is_flag else _option_type(option, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                   help="Feedback adversarial learning (FAL) and its successors, from YAML recipes.")
@@ -84,11 +95,11 @@ def _exit_on_sigterm(signum: int, frame) -> None:
     raise Terminated()
 
 
-def _resolve(recipe: Path, set_: list[str] | None, seed: int | None):
-    from falcli.config import load_recipe  # keeps --help fast
+def _resolve(recipe: Path, set_: list[str] | None, seed: int | None, quick: bool = False):
+    from falcli.resolve import load_recipe  # keeps --help fast
 
     overrides = list(set_ or []) + ([f"seed={seed}"] if seed is not None else [])
-    return load_recipe(recipe, overrides)
+    return load_recipe(recipe, overrides, quick=quick)
 
 
 @app.command()
@@ -102,22 +113,26 @@ def train(
     seed: SeedOpt = None,
     resume: Annotated[str | None, typer.Option(help="'auto' (newest checkpoint in the run folder) or a "
                                                     "checkpoint path")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes")] = 0,
+    workers: Annotated[int, typer.Option(min=0, metavar="<int>", help="DataLoader worker processes")] = 0,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard events to "
                                               "RUN/tensorboard/ (pip install \"falcli\\[tensorboard]\")")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit (without "
+                                          "loading torch: --device is not checked)")] = False,
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
     from falcli.console import console, print_recipe, progress_bar  # keeps --help fast
+    from falcli.resolve import defaults_dict  # keeps --help fast
+
+    resolved = _resolve(recipe, set_, seed, quick=dry_run)
+    if dry_run:  # torch-free: the recipe is checked and shown, the device is not looked at
+        print_recipe(resolved, defaults_dict(resolved))
+        raise typer.Exit()
     from falcli.core.runtime import pick_device  # keeps --help fast
 
-    resolved = _resolve(recipe, set_, seed)
     pick_device(device)  # a wrong --device fails before anything is printed or written
     quiet = os.environ.get("RANK", "0") != "0"  # under torchrun only the first process talks
     if not quiet:
-        print_recipe(resolved)
-    if dry_run:
-        raise typer.Exit()
+        print_recipe(resolved, defaults_dict(resolved))
     from falcli.judges import JudgeRecipe  # keeps --help fast
 
     if isinstance(resolved, JudgeRecipe):
@@ -432,7 +447,7 @@ def evaluate(
                                                                   "B")] = False,
     feature_space: Annotated[str, typer.Option(help="fid/kid: inception, judge or judge:PATH")] = "inception",
     batch_size: Annotated[int, typer.Option(help="fid/kid: images per forward pass")] = 50,
-    workers: Annotated[int | None, typer.Option(min=0, help="fid/kid: image-decoding processes")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, metavar="<int>", help="fid/kid: image-decoding processes")] = None,
     seg_weights: Annotated[Path | None, typer.Option(help="fcn: a segmenter judge.pt")] = None,
     judge: Annotated[Path | None, typer.Option(help="voxel-accuracy: a voxel-classifier judge.pt")] = None,
     class_name: Annotated[str | None, typer.Option("--class", help="voxel-accuracy on files: the shapes' "

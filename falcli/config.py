@@ -1,12 +1,15 @@
-"""Recipes: YAML → typed, frozen dataclasses, with strict keys, safe coercions and dotted `--set` overrides.
+"""Recipes as typed, frozen dataclasses, with strict keys and safe coercions; where the shipped recipes are.
 
 A recipe says *what* is trained (task, data, model, feedback, loss, schedule, seed); CLI flags say where and
 how it runs. The task owns the `data:` and `model:` sections (its own dataclasses); the rest is shared.
+This module is a leaf (no torch, nothing of falcli but errors): reading a recipe file, `--set` overrides and
+the task lookup are falcli/resolve.py's.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+from importlib import resources
 import types
 import typing
 import math
@@ -201,8 +204,6 @@ class Recipe:
 def shipped_recipes_dir() -> Path:
     """The recipes that come with fal: the package `falcli.recipes` of an installed wheel (pyproject maps the
     checkout's top-level recipes/ onto it), else the checkout's recipes/ (a source tree on PYTHONPATH)."""
-    from importlib import resources
-
     try:
         # falcli.recipes holds no __init__.py (the checkout's recipes/ stays plain YAML), so it is a namespace
         # package whose files() is a MultiplexedPath: its entries are real paths, the folder is their parent.
@@ -237,70 +238,11 @@ def find_recipe(path: Path | str) -> Path:
     raise FalError(f"{path}: no such recipe file; the shipped ones are {names} (`fal recipes` lists them)")
 
 
-def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe, apply `key.sub=value` overrides, and build the typed Recipe (a JudgeRecipe
-    when the task names a judge)."""
-    path = find_recipe(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise FalError(f"{path}: not a text file (a checkpoint or other binary?); a recipe is a YAML file such as "
-                       f"recipes/toy.yaml") from None
-    except OSError as error:
-        raise FalError(f"{path}: cannot read the recipe ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise FalError(f"{path}: not valid YAML{where}; fix the file and retry") from None
-    if not isinstance(raw, dict):
-        raise FalError(f"{path}: a recipe must be a YAML mapping with at least a `task:` key")
-    raw = apply_overrides(raw, overrides)
-    raw.setdefault("name", path.stem)
-    return recipe_from_dict(raw, source=str(path))
-
-
-def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Return a copy of `raw` with dotted `a.b=value` overrides; values use YAML syntax (`1e-4`, `[1, 2]`)."""
-    raw = _deep_copy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise FalError(f"--set {item!r}: expected key=value, e.g. --set train.iterations=500")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise FalError(f"--set {item!r}: the value is not valid YAML") from None
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise FalError(f"--set {key}: {part} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return raw
-
-
-def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
-    """Build a Recipe from a plain dict (a YAML file, or the copy stored in a checkpoint)."""
-    from falcli.judges import JUDGES, JudgeRecipe
-    from falcli.tasks import TASKS  # the registries import task modules; keep `fal --help` light
-
-    if not isinstance(raw, dict):
-        raise FalError(f"{source}: a recipe must be a mapping with at least a `task:` key")
-    _check_keys(raw, source)
-    task_name = raw.get("task")
-    if not isinstance(task_name, str):
-        valid = ", ".join(sorted(TASKS) + sorted(JUDGES))
-        raise FalError(f"{source}: task must be one name, got {task_name!r}; valid tasks: {valid}")
-    if task_name in JUDGES:  # a supervised judge (classifier, segmenter), trained by falcli.judges
-        owner, recipe_cls = JUDGES[task_name], JudgeRecipe
-    elif task_name in TASKS:
-        owner, recipe_cls = TASKS[task_name], Recipe
-    else:
-        valid = ", ".join(sorted(TASKS) + sorted(JUDGES))
-        raise FalError(f"{source}: unknown task {task_name!r}; valid tasks: {valid}")
-    sections = {"data": owner.DataConfig, "model": owner.ModelConfig}
+def assemble(raw: dict, recipe_cls: type, sections: dict[str, type], source: str = "recipe") -> Any:
+    """Build `recipe_cls` (Recipe, or a judge's recipe) from a plain dict whose `task:` is already known;
+    `sections` gives the task's own dataclasses ({"data": DataConfig, "model": ModelConfig}). Checks types and
+    keys only: the task's cross-section checks and the size estimate are falcli/resolve.py's."""
+    check_keys(raw, source)
     values: dict[str, Any] = {}
     hints = typing.get_type_hints(recipe_cls)
     known = [f.name for f in dataclasses.fields(recipe_cls)]
@@ -318,22 +260,16 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
     seed = values.get("seed", 0)
     if not 0 <= seed <= MAX_INT:
         raise FalError(f"{source}: seed {seed} is outside 0 … 2**63-1 (what torch and numpy accept)")
-    recipe = recipe_cls(**values)
-    if recipe_cls is Recipe:
-        owner.validate(recipe)
-        from falcli.nn.budget import check_fits  # keeps --help fast: it imports torch
-
-        check_fits(recipe.model, lambda: owner.make_networks(recipe), owner.ModelConfig(), source)
-    return recipe
+    return recipe_cls(**values)
 
 
-def _check_keys(raw: dict, source: str, path: str = "") -> None:
+def check_keys(raw: dict, source: str, path: str = "") -> None:
     """Every key of every section is a string (YAML allows `1: x` or `[a]: x`; dataclasses do not)."""
     for key, value in raw.items():
         if not isinstance(key, str):
             raise FalError(f"{source}: key {path}{key!r} is not a name; recipe keys are words such as train.lr_generator")
         if isinstance(value, dict):
-            _check_keys(value, source, f"{path}{key}.")
+            check_keys(value, source, f"{path}{key}.")
 
 
 def build(cls: type, data: Any, path: str) -> Any:
@@ -438,14 +374,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
-
-
 # --- writing ---
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -467,11 +395,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def defaults_dict(recipe) -> dict:
+def defaults_of(recipe, sections: dict[str, type]) -> dict:
     """The same shape as recipe_to_dict, holding each field's default (to mark what a recipe changed)."""
-    from falcli.judges import JUDGES
-    from falcli.tasks import TASKS
-
-    owner = JUDGES.get(recipe.task) or TASKS[recipe.task]
-    default = type(recipe)(task=recipe.task, data=owner.DataConfig(), model=owner.ModelConfig())
+    default = type(recipe)(task=recipe.task, **{key: cls() for key, cls in sections.items()})
     return recipe_to_dict(default)

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
     TimeRemainingColumn
 from rich.tree import Tree
 
-from falcli.config import Recipe, defaults_dict, recipe_to_dict
+from falcli.config import Recipe, recipe_to_dict
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -19,10 +19,11 @@ def print_error(message: str) -> None:
     error_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
 
 
-def print_recipe(recipe: Recipe) -> None:
-    """The resolved recipe as a tree; values that differ from the defaults are marked (yellow, '*')."""
+def print_recipe(recipe: Recipe, defaults: dict) -> None:
+    """The resolved recipe as a tree; values that differ from `defaults` (resolve.defaults_dict: the same shape,
+    each field's default) are marked (yellow, '*')."""
     tree = Tree(f"[bold]{recipe.name}[/] (task {recipe.task})")
-    _add(tree, recipe_to_dict(recipe), defaults_dict(recipe))
+    _add(tree, recipe_to_dict(recipe), defaults)
     console.print(tree)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

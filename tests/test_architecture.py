@@ -2,8 +2,8 @@
 
 - no import cycle among module-level imports, and, with imports inside functions, none but the KNOWN_CYCLES
   once the known upward imports are set aside;
-- the layering cli → commands → tasks/methods/judges → core/nn → metrics/formats/data → console/config/fileio →
-  errors: a module imports only its own layer or lower ones. The upward imports that remain are listed in UPWARD
+- the layering cli → commands → resolve → tasks/methods/judges → core/nn → metrics/formats/data →
+  console/config/fileio → errors: a module imports only its own layer or lower ones. The upward imports that remain are listed in UPWARD
   (each a debt of issue 13); a new one fails here, and one that is gone must be struck from the list;
 - imports inside functions: only where a comment on the line says it keeps `--help` fast, plus the per-module
   counts in INNER that remain from before (they may only go down).
@@ -26,20 +26,21 @@ LAYERS = [
     ("falcli.metrics", 2), ("falcli.formats", 2), ("falcli.data", 2),
     ("falcli.core", 3), ("falcli.nn", 3),
     ("falcli.tasks", 4), ("falcli.methods", 4), ("falcli.judges", 4),
-    ("falcli.commands", 5),
-    ("falcli.cli", 6), ("falcli.__main__", 6),
+    ("falcli.resolve", 5),              # recipes from files and checkpoints, through the registries of layer 4
+    ("falcli.commands", 6),
+    ("falcli.cli", 7), ("falcli.__main__", 7),
     ("falcli", 0),                      # the package itself: __version__ only
 ]
 
 # Upward imports still in the code (importer, imported), all inside functions. Each is a debt, not a design.
 UPWARD = {
-    ("falcli.config", "falcli.judges"),            # recipe_from_dict looks up the judge registry
-    ("falcli.config", "falcli.tasks"),             # … and the task registry (split: a leaf config + recipes.py)
-    ("falcli.config", "falcli.nn.budget"),         # validation counts the task's parameters on the meta device
-    ("falcli.core.checkpoint", "falcli.tasks"),    # restore() rebuilds networks through the task
+    # judges rebuild their recipes (a checkpoint's, a shipped one) through the registry lookup; to go with
+    # judges/provision.py (helper "judges"), or with config.assemble(raw, JudgeRecipe, sections) in judges/base.py
+    ("falcli.judges.base", "falcli.resolve"),
+    ("falcli.judges.classifier", "falcli.resolve"),
+    ("falcli.judges.voxel_classifier", "falcli.resolve"),
     ("falcli.core.files", "falcli.tasks.translation.data"),  # ImageFiles: resize and the depth encoding
     ("falcli.tasks.image.task", "falcli.commands.evaluate.fid"),  # evaluate() is the FID engine's image steps
-    ("falcli.tasks.translation.data", "falcli.commands.prepare"),  # PREPARERS names `fal prepare` datasets
 }
 
 # Same-layer cycles still in the code (through imports inside functions); they may only shrink.
@@ -48,11 +49,6 @@ KNOWN_CYCLES = [
     # looks the registry up: to go with a judges/provision.py called by commands only
     ["falcli.judges", "falcli.judges.base", "falcli.judges.classifier", "falcli.judges.run",
      "falcli.judges.voxel_classifier"],
-    # the comparison page reuses the single-run page's pieces, and `fal report` dispatches to it
-    ["falcli.commands.report", "falcli.commands.report_compare"],
-    # evaluate_translation looks its task up in TASKS; the task calls evaluate_translation
-    ["falcli.tasks", "falcli.tasks.translation", "falcli.tasks.translation.evaluate",
-     "falcli.tasks.translation.task"],
 ]
 
 # Imports inside functions (without the --help mark) per module, as left from before; may only go down.

@@ -154,3 +154,16 @@ def test_shipped_recipes_are_found_outside_the_checkout(tmp_path, monkeypatch):
     assert result.exit_code == 0 and "toy (task toy)" in result.output
     missing = invoke("train", "recipes/nothing.yaml", "--dry-run")
     assert missing.exit_code == 2 and "no such recipe file" in missing.output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "sample", "refine", "prepare", "ablate", "toy", "report",
+                                     "edit-heatmaps"])
+def test_help_shows_no_bool_placeholder_and_whole_option_names_at_80_columns(command, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output  # flags take no value
+    names = [word for line in result.output.splitlines() for word in line.split() if word.startswith("--")]
+    assert names and not [n for n in names if n.endswith("…")], names  # no option name cut short
+    if command == "evaluate":
+        assert "--allow-unofficial-weights" in result.output

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from falcli.config import load_recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml
+from falcli.config import recipe_to_dict, recipe_to_yaml
+
+from falcli.resolve import load_recipe, recipe_from_dict
 from falcli.errors import FalError
 
 

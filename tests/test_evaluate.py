@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from falcli import resolve
 from falcli.core import checkpoint
 from falcli.commands import train
 from falcli.cli import app
-from falcli.config import load_recipe, recipe_from_dict
+from falcli.resolve import load_recipe, recipe_from_dict
 from falcli.errors import FalError
 from falcli.commands.evaluate.checkpoints import EvaluateOptions, metric_table, run
 from falcli.commands.evaluate.fid import fid_command
@@ -110,7 +111,7 @@ def _newest(run_dir: Path) -> Path:
 
 
 def _restored(run_dir: Path):
-    recipe, G, D, G_ema, _ = checkpoint.restore(_newest(run_dir), CPU)
+    recipe, G, D, G_ema, _ = resolve.restore(_newest(run_dir), CPU)
     return recipe, (G_ema if G_ema is not None else G), D
 
 

@@ -12,9 +12,10 @@ from PIL import Image
 from pytorch_fid import fid_score
 from pytorch_fid import inception as pfi
 
+from falcli import resolve
 from falcli.core import checkpoint
 from falcli.commands import train
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.data.shapes import make_shapes
 from falcli.errors import FalError
 from falcli.commands.evaluate.fid import fid_command, generate_steps, protocol_lines
@@ -120,7 +121,7 @@ def test_checkpoint_gives_one_row_per_step_equal_to_its_exported_pngs(world, tmp
     lines = protocol_lines(result["protocol"])
     assert lines[0] == result["protocol"]["label"] and any(line.startswith("n_a: 12") for line in lines)
     # the same samples saved as PNGs (what a user would export) give the same FID
-    recipe, _, D, G_ema, _ = checkpoint.restore(world["ckpt"], torch.device("cpu"))
+    recipe, _, D, G_ema, _ = resolve.restore(world["ckpt"], torch.device("cpu"))
     images, _ = generate_steps(TASKS["image"], G_ema, D, recipe, torch.device("cpu"), 3, 12)
     exported = _pngs(tmp_path / "step2", images[1].permute(0, 2, 3, 1).numpy())
     (row,) = _judge(world, exported, world["real"])["rows"]

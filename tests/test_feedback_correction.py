@@ -31,7 +31,7 @@ REFERENCE_WEIGHT_SUM = 96.17373530623445
 
 
 def _trained(tmp_path, overrides):
-    from falcli.config import load_recipe
+    from falcli.resolve import load_recipe
     from tests.conftest import ROOT
 
     recipe = load_recipe(ROOT / "recipes" / "toy.yaml", REFERENCE + overrides)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from falcli.core import checkpoint, cuda_graphs as graphs, runtime
 from falcli.commands import train
 from falcli.cli import app
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.errors import FalError
 from falcli.data.loader import batch_stream
 from falcli.core.losses import gradient_penalty, r1_penalty

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.judges import JUDGES
 from falcli.tasks import TASKS
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from falcli.commands import train
 from falcli.cli import app
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.formats.binvox import read_binvox, write_binvox, y_up_to_z_up

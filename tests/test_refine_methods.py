@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from falcli.cli import app
 from falcli.commands import train
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.errors import FalError
 from falcli.methods import refinement
 from falcli.commands.refine import RefineOptions, claim_numbered, refine

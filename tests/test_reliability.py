@@ -305,7 +305,7 @@ def test_prepare_refuses_an_absurd_size(tmp_path: Path) -> None:
     ("train.iterations=" + "9" * 400, "an integer of 400 digits is beyond the 64-bit range"),
 ])
 def test_recipe_values_are_refused_naming_the_key(override: str, message: str) -> None:
-    from falcli.config import load_recipe
+    from falcli.resolve import load_recipe
     from falcli.errors import FalError
 
     with pytest.raises(FalError) as error:
@@ -316,7 +316,7 @@ def test_recipe_values_are_refused_naming_the_key(override: str, message: str) -
 def test_a_non_string_key_and_a_binary_recipe_are_one_line(tmp_path: Path) -> None:
     import torch
 
-    from falcli.config import load_recipe
+    from falcli.resolve import load_recipe
     from falcli.errors import FalError
 
     (tmp_path / "keys.yaml").write_text("task: toy\n1: 2\n")
@@ -340,7 +340,7 @@ def test_a_checkpoint_whose_recipe_cannot_fit_is_refused_before_allocating(tmp_p
     checkpoint.atomic_save({"format": "fal-checkpoint", "version": 1, "task": "toy", "iteration": 1,
                             "recipe": stored, "G": {}, "D": {}}, path)
     with pytest.raises(FalError, match="model.hidden=60000 makes G and D"):
-        checkpoint.restore(path, torch.device("cpu"))
+        resolve.restore(path, torch.device("cpu"))
 
 
 # The fuzzer: real recipes, mutated at random (seeded), through load and validation in-process. Each must
@@ -394,7 +394,9 @@ def _mutate(raw: dict, rng) -> dict:
 def test_fuzzed_recipes_end_in_a_recipe_or_one_line(tmp_path: Path) -> None:
     import yaml
 
-    from falcli.config import recipe_from_dict, recipe_to_dict
+    from falcli.config import recipe_to_dict
+
+    from falcli.resolve import recipe_from_dict
     from falcli.errors import FalError
 
     originals = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "recipes").glob("*.yaml"))]
@@ -517,7 +519,8 @@ def world(tmp_path_factory):
     """A finished tiny run and the odd files the bad inputs point at (the sentinels)."""
     from falcli.commands import train
     from falcli.core import checkpoint
-    from falcli.config import load_recipe, recipe_to_dict
+    from falcli.config import recipe_to_dict
+    from falcli.resolve import load_recipe
 
     base = tmp_path_factory.mktemp("world")
     recipe = load_recipe(ROOT / "recipes" / "toy.yaml", ["model.hidden=16", "model.latent_dim=4", "model.depth=2",

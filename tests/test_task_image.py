@@ -10,9 +10,10 @@ import torch
 import yaml
 from PIL import Image
 
+from falcli import resolve
 from falcli.core import checkpoint
 from falcli.commands import train
-from falcli.config import apply_overrides, load_recipe
+from falcli.resolve import apply_overrides, load_recipe
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.formats.store import write_dataset
@@ -185,7 +186,7 @@ def test_training_writes_checkpoints_that_restore_and_evaluate_per_step(tmp_path
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {"loss/G/step1", "loss/G/step3", "loss/D/fake"} <= set(lines[-1])
     path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
-    restored, G, D, G_ema, payload = checkpoint.restore(path, torch.device("cpu"))
+    restored, G, D, G_ema, payload = resolve.restore(path, torch.device("cpu"))
     assert payload["iteration"] == 4 and G_ema is not None
     said = []
     rows = TASK.evaluate(G_ema, D, restored, torch.device("cpu"), 3, 12)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from falcli import resolve
 from falcli.core import checkpoint
 from falcli.commands import train
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.formats.store import write_dataset
@@ -201,7 +202,7 @@ def test_train_run_writes_samples_and_checkpoints_that_restore(tmp_path):
     run_dir = train.run(tiny(), train.RunOptions(out=tmp_path / "run", device="cpu"))
     assert (run_dir / "samples" / "iter-0000004.png").is_file()
     path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
-    recipe, G, D, _, payload = checkpoint.restore(path, torch.device("cpu"))
+    recipe, G, D, _, payload = resolve.restore(path, torch.device("cpu"))
     assert payload["iteration"] == 4
     assert all(torch.equal(v, payload["G"][k]) for k, v in G.state_dict().items())
     _, out = run_unrolled(recipe, G, D)

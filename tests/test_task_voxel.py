@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from falcli import resolve
 from falcli.core import checkpoint
 from falcli.commands import train
-from falcli.config import load_recipe, recipe_from_dict
+from falcli.resolve import load_recipe, recipe_from_dict
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.formats.binvox import read_binvox, y_up_to_z_up
@@ -162,7 +163,7 @@ def test_train_writes_checkpoints_and_samples_that_restore(tmp_path):
     run_dir = train.run(r, train.RunOptions(out=tmp_path / "run", device="cpu"))
     assert (run_dir / "samples" / "iter-0000002.png").stat().st_size > 0
     path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
-    restored, G, D, _, payload = checkpoint.restore(path, torch.device("cpu"))
+    restored, G, D, _, payload = resolve.restore(path, torch.device("cpu"))
     assert restored.task == "voxel" and payload["iteration"] == 2
     G2, _ = TASK.make_networks(restored)
     G2.load_state_dict(payload["G"])

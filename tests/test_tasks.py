@@ -11,11 +11,12 @@ import pytest
 import torch
 import yaml
 
+from falcli import resolve
 from falcli.commands import train
 from falcli.commands.evaluate.checkpoints import METRICS
 from falcli.commands.refine import RefineOptions, refine
 from falcli.commands.sample import SampleOptions, sample
-from falcli.config import apply_overrides, load_recipe, recipe_from_dict
+from falcli.resolve import apply_overrides, load_recipe, recipe_from_dict
 from falcli.core import checkpoint
 from falcli.core.files import MANIFEST, list_files, read_points
 from falcli.judges import JUDGES, classifier
@@ -97,7 +98,7 @@ def test_build_train_sample_refine_evaluate(name, tmp_path, evaluate_paths):
     # build: one training step through the one loop, a checkpoint that restores through the task
     task.validate(recipe)
     run_dir = train.run(recipe, train.RunOptions(out=tmp_path / "run", device="cpu"))
-    restored, G, D, G_ema, payload = checkpoint.restore(run_dir, CPU)
+    restored, G, D, G_ema, payload = resolve.restore(run_dir, CPU)
     assert payload["iteration"] == 1 and restored == recipe
     G = G_ema if G_ema is not None else G
 

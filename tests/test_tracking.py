@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from falcli.commands import train
 from falcli.cli import app
-from falcli.config import load_recipe
+from falcli.resolve import load_recipe
 from falcli.errors import FalError
 from falcli.commands.evaluate.checkpoints import EvaluateOptions, run as evaluate
 from falcli.commands.report import write_report

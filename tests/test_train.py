@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from falcli import resolve
 from falcli.core import checkpoint
 from falcli.commands import train
 from falcli.errors import FalError
@@ -192,7 +193,7 @@ def test_short_toy_run_covers_more_modes_than_at_start(tmp_path, toy_recipe):
     G, D = task.make_networks(recipe)
     before = task.evaluate(G.eval(), D.eval(), recipe, torch.device("cpu"), 1, 1000)[0]["modes_covered"]
     run_dir = run(recipe, tmp_path / "run")
-    _, G, D, _, _ = checkpoint.restore(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1],
+    _, G, D, _, _ = resolve.restore(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1],
                                        torch.device("cpu"))
     after = task.evaluate(G, D, recipe, torch.device("cpu"), 2, 1000)
     assert max(step["modes_covered"] for step in after) > before
@@ -207,14 +208,14 @@ def test_method_unsupported_by_task_is_refused_before_writing(tmp_path, toy_reci
 def test_a_run_folder_restores_its_newest_checkpoint(tmp_path, toy_recipe):
     run_dir = run(toy_recipe(), tmp_path / "run")
     newest = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
-    _, G_folder, _, _, payload = checkpoint.restore(run_dir, torch.device("cpu"))
-    _, G_file, _, _, _ = checkpoint.restore(newest, torch.device("cpu"))
+    _, G_folder, _, _, payload = resolve.restore(run_dir, torch.device("cpu"))
+    _, G_file, _, _, _ = resolve.restore(newest, torch.device("cpu"))
     assert payload["iteration"] == 12
     for name, tensor in G_file.state_dict().items():
         assert torch.equal(tensor, G_folder.state_dict()[name])
     (tmp_path / "empty").mkdir()
     with pytest.raises(FalError, match="no checkpoint in"):
-        checkpoint.restore(tmp_path / "empty", torch.device("cpu"))
+        resolve.restore(tmp_path / "empty", torch.device("cpu"))
 
 
 def test_resume_branches_into_a_new_folder_and_never_overwrites_later_checkpoints(tmp_path, toy_recipe):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from falcli import config
+from falcli import config, resolve
 from falcli.cli import _free_folder, app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,13 +70,13 @@ def test_a_non_editable_install_ships_the_recipes(tmp_path):
 @pytest.mark.parametrize("name", ["streets", "cityscapes", "nyu_depth"])
 def test_a_shortened_run_keeps_the_translation_recipes_valid(name):
     # README's own example: --set train.iterations=N; the decay starts halfway through whatever N is.
-    recipe = config.load_recipe(ROOT / "recipes" / f"{name}.yaml", ["train.iterations=100"])
+    recipe = resolve.load_recipe(ROOT / "recipes" / f"{name}.yaml", ["train.iterations=100"])
     from falcli.commands import train
 
     assert recipe.train.decay_start == 50
     assert train.learning_rate_factor(recipe.train, 49) == 1.0
     assert train.learning_rate_factor(recipe.train, 75) == pytest.approx(0.5)
-    full = config.load_recipe(ROOT / "recipes" / f"{name}.yaml").train
+    full = resolve.load_recipe(ROOT / "recipes" / f"{name}.yaml").train
     assert full.decay_start == full.iterations // 2  # the same schedule as the absolute start it replaced
 
 
@@ -142,7 +142,7 @@ def test_sample_grids_carry_step_labels_and_d_colour_scale(tmp_path):
     from falcli.core.pictures import tile
     from falcli.tasks import TASKS
 
-    recipe = config.load_recipe(ROOT / "recipes" / "shapes.yaml")
+    recipe = resolve.load_recipe(ROOT / "recipes" / "shapes.yaml")
     task = TASKS["image"]
     G, D = task.make_networks(recipe)
     batch = task.fixed_batch(recipe, torch.device("cpu"), 4)

@@ -19,7 +19,8 @@ from typing import Callable
 import torch
 
 from falcli.core import checkpoint
-from falcli.config import Recipe, recipe_from_dict, recipe_to_dict
+from falcli.config import Recipe, recipe_to_dict
+from falcli.resolve import recipe_from_dict, restore
 from falcli.errors import FalError
 from falcli.fileio import write_atomic
 from falcli.tasks import TASKS
@@ -179,7 +180,7 @@ def evaluate_run(item: Planned, device: str) -> list[dict[str, float]]:
     from falcli.core.runtime import pick_device
 
     final = item.run_dir / "checkpoints" / checkpoint.checkpoint_name(item.recipe.train.iterations)
-    _, G, D, G_ema, _ = checkpoint.restore(final, pick_device(device), expect_task=item.recipe.task)
+    _, G, D, G_ema, _ = restore(final, pick_device(device), expect_task=item.recipe.task)
     task = TASKS[item.recipe.task]
     steps = item.recipe.feedback.sampling_steps
     where = next(G.parameters()).device
@@ -208,7 +209,7 @@ def train_seconds(run_dir: Path) -> float | None:
 
 def check_scorable(recipe: Recipe) -> None:
     """Refuse, before any training, an ablation whose runs could get no FID."""
-    from falcli.config import load_recipe
+    from falcli.resolve import load_recipe
     from falcli.commands.evaluate.fid import INCEPTION_MIN_IMAGES
     from falcli.metrics.weights import INCEPTION_FID, _candidates
 

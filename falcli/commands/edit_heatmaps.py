@@ -10,8 +10,12 @@ from pathlib import Path
 
 import torch
 
+from falcli.core.feedback import unroll
+from falcli.core.pictures import save_png, tile, to_uint8
+from falcli.core.runtime import pick_device
 from falcli.errors import FalError
 from falcli.methods import eqgan_sa
+from falcli.resolve import restore
 
 
 def parse_centre(text: str) -> tuple[float, float]:
@@ -30,8 +34,6 @@ def parse_centre(text: str) -> tuple[float, float]:
 def edited_rows(G, D, recipe, centres: list[tuple[float, float]], count: int, seed: int, steps: int,
                 width: float | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per centre: (level-1 heatmap (1, S, S) in [0, 1], the last step's samples (count, 3, S, S) in [-1, 1])."""
-    from falcli.core.feedback import unroll
-
     device = next(G.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(count, recipe.model.latent_dim, generator=generator)
@@ -50,10 +52,6 @@ def edited_rows(G, D, recipe, centres: list[tuple[float, float]], count: int, se
 def edit_picture(ckpt: Path, centres: list[str], out: Path, count: int = 8, seed: int = 0,
                  steps: int | None = None, width: float | None = None, device: str = "auto") -> Path:
     """Write the editing grid of an EqGAN-SA checkpoint to a new PNG `out`."""
-    from falcli.core import checkpoint
-    from falcli.core.pictures import save_png, tile, to_uint8
-    from falcli.core.runtime import pick_device
-
     if out.exists():
         raise FalError(f"{out} already exists; choose another --out (pictures are never overwritten)")
     if out.suffix.lower() != ".png":
@@ -68,7 +66,7 @@ def edit_picture(ckpt: Path, centres: list[str], out: Path, count: int = 8, seed
     if width is not None and not 0 < width <= 2:
         raise FalError(f"--width {width}: the level-1 width σ must be in (0, 2] (training draws 0.5 … 1)")
     points = [parse_centre(text) for text in centres]
-    recipe, G, D, G_ema, _ = checkpoint.restore(ckpt, pick_device(device))
+    recipe, G, D, G_ema, _ = restore(ckpt, pick_device(device))
     if not recipe.method.eqgan_sa:  # only tasks that support EqGAN-SA (methods.check) train with it on
         raise FalError(f"{ckpt}: not an EqGAN-SA run (method.eqgan_sa is off), so its G reads no heatmaps")
     rows = edited_rows(G_ema if G_ema is not None else G, D, recipe, points, count, seed,

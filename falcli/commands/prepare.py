@@ -18,7 +18,7 @@ from falcli.formats.shapenet import prepare_shapenet
 from falcli.data.primitives import make_primitives, meta as primitives_meta
 from falcli.data.shapes import make_shapes, meta as shapes_meta
 from falcli.data.streets import make_streets, meta as streets_meta
-from falcli.formats.store import Progress, check_new_output, read_meta, write_dataset
+from falcli.formats.store import DATASET_NAMES, Progress, check_new_output, read_meta, write_dataset
 
 
 # The largest --size: 2048 pixels is Cityscapes' full width (an item is 12 MB as RGB); 256 voxels per side is
@@ -130,6 +130,7 @@ PREPARERS: dict[str, Preparer] = {
     "shapes": _builtin("shapes", make_shapes, shapes_meta, 32),
     "primitives": _builtin("primitives", make_primitives, primitives_meta, 32, classes=True),
 }
+assert tuple(PREPARERS) == DATASET_NAMES, "formats/store.py's DATASET_NAMES lists every preparer, in this order"
 
 
 def prepare(dataset: str, raw: Path | None, out: Path, *, size: int | None = None,

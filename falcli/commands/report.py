@@ -6,35 +6,30 @@ base64-embedded PNG, so the file can be mailed or archived alone.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from falcli.commands import report_compare
+from falcli.commands.evaluate.checkpoints import metric_table
+from falcli.commands.report_page import STYLE, common_parts, embed_png, escape, figure_png, read_evaluations, \
+    read_training_log  # noqa: F401  (read_training_log: part of this module's API)
+from falcli.core import checkpoint
 from falcli.errors import FalError
+from falcli.fileio import write_new_file
+from falcli.tasks import TASKS
 
 SAMPLES_SHOWN = 3                       # newest sample pictures on the page
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; } td.v { text-align: right; font-variant-numeric: tabular-nums; }
-th { background: #f3f3f3; } pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-img { max-width: 100%; } .note { color: #8a5a00; } .meta { color: #555; }
-figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
-"""
 
 
 def write_report(runs: Path | list[Path], out: Path | None = None) -> Path:
     """Write the page of one run (RUN/report.html) or the comparison of several (compare.html in their common
     folder, or in the folder of runs given); `out` replaces the default and is never overwritten. Returns the
     path written."""
-    from falcli.commands import report_compare
-    from falcli.commands.evaluate.checkpoints import write_new_file
-
     given = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     if not given:
         raise FalError("pass at least one run folder, e.g. `fal report runs/toy`")
@@ -50,7 +45,7 @@ def write_report(runs: Path | list[Path], out: Path | None = None) -> Path:
         if len(found) == 1:
             folder, stem, data = found[0], "report", render(found[0]).encode()
         else:
-            folder = given[0] if len(given) == 1 else Path(*report_compare._common_parts(
+            folder = given[0] if len(given) == 1 else Path(*common_parts(
                 [r.resolve().parts for r in found]))
             stem, data = "compare", report_compare.render(found).encode()
     if out is not None:
@@ -66,8 +61,6 @@ def write_report(runs: Path | list[Path], out: Path | None = None) -> Path:
 
 def render(run_dir: Path) -> str:
     """The page as one HTML string."""
-    import yaml
-
     # The recipe in force now: the newest one a resume wrote (`fal train` keeps each), else the first.
     current = max(run_dir.glob("recipe-resumed-at-*.yaml"), default=run_dir / "recipe.yaml")
     recipe_text = current.read_text()
@@ -78,92 +71,39 @@ def render(run_dir: Path) -> str:
     notes: list[str] = []
     records = read_training_log(run_dir / "metrics.jsonl", notes)
     name = recipe.get("name") or run_dir.name
-    parts = [f"<h1>{_e(name)}</h1>", f"<p class='meta'>{_e(_summary(run_dir, recipe, records))}</p>"]
+    parts = [f"<h1>{escape(name)}</h1>", f"<p class='meta'>{escape(_summary(run_dir, recipe, records))}</p>"]
 
     parts.append("<h2>Training losses</h2>")
     curves = loss_curves_png(records)
-    parts.append(_img(curves, "loss curves") if curves else "<p class='note'>No training losses in metrics.jsonl.</p>")
+    parts.append(embed_png(curves, "loss curves") if curves else "<p class='note'>No training losses in metrics.jsonl.</p>")
 
     parts.append("<h2>Metrics per feedback step</h2>")
     evaluations = read_evaluations(run_dir, notes)
     if not evaluations:
-        parts.append(f"<p class='note'>No metrics yet. Run <code>fal evaluate all --ckpt {_e(str(run_dir))}</code> "
-                     f"(it writes {_e(str(run_dir / 'evaluate-all.json'))}; other metrics write "
-                     f"evaluate-&lt;metric&gt;.json), then <code>fal report {_e(str(run_dir))}</code> again.</p>")
+        parts.append(f"<p class='note'>No metrics yet. Run <code>fal evaluate all --ckpt {escape(str(run_dir))}</code> "
+                     f"(it writes {escape(str(run_dir / 'evaluate-all.json'))}; other metrics write "
+                     f"evaluate-&lt;metric&gt;.json), then <code>fal report {escape(str(run_dir))}</code> again.</p>")
     for path, evaluation in evaluations:
         parts.append(_evaluation_html(path, evaluation))
 
     parts.append("<h2>Samples</h2>")
     samples = sorted((run_dir / "samples").glob("*.png"))[-SAMPLES_SHOWN:]
     if samples:
-        parts.append(f"<p class='meta'>{_e(_samples_caption(recipe.get('task')))}</p>")
+        parts.append(f"<p class='meta'>{escape(_samples_caption(recipe.get('task')))}</p>")
     else:
         parts.append("<p class='note'>No sample pictures in samples/.</p>")
     for path in reversed(samples):  # newest first
-        parts.append(f"<figure>{_img(path.read_bytes(), path.name)}<figcaption>{_e(path.name)}</figcaption></figure>")
+        parts.append(f"<figure>{embed_png(path.read_bytes(), path.name)}<figcaption>{escape(path.name)}</figcaption></figure>")
 
     parts.append("<h2>Recipe (resolved)</h2>")
-    parts.append(f"<pre>{_e(recipe_text)}</pre>")
-    parts += [f"<p class='note'>note: {_e(n)}</p>" for n in notes]
+    parts.append(f"<pre>{escape(recipe_text)}</pre>")
+    parts += [f"<p class='note'>note: {escape(n)}</p>" for n in notes]
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{_e(name)} — fal report</title><style>{STYLE}</style></head><body>\n"
+            f"<title>{escape(name)} — fal report</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-# --- reading the run folder ---
-
-def read_training_log(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """The `kind: train` lines of metrics.jsonl; a damaged line (a crash mid-write) is skipped with a note.
-
-    A run resumed from an earlier checkpoint than its last log line logs those iterations again: the later
-    line of an iteration wins, as the training it describes is the one the checkpoints hold.
-    """
-    if not path.is_file():
-        return []
-    records, damaged = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():  # bytes a crash left: a bad line
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            damaged += 1
-            continue
-        if not isinstance(record, dict) or record.get("kind", "train") != "train":
-            continue
-        numbers = all(isinstance(v, (int, float)) for k, v in record.items() if k != "kind")
-        if not numbers or not isinstance(record.get("iteration"), int):
-            damaged += 1  # JSON, but not a line fal wrote
-            continue
-        records.append(record)
-    if damaged:
-        notes.append(f"{path}: skipped {damaged} unreadable line(s)")
-    latest = {record["iteration"]: record for record in records}
-    if len(latest) < len(records):
-        notes.append(f"{path}: {len(records) - len(latest)} iteration(s) logged twice (a resume from an earlier "
-                     f"checkpoint); the later lines are shown")
-    return [latest[i] for i in sorted(latest)]
-
-
-def read_evaluations(run_dir: Path, notes: list[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """Every evaluate-*.json of the run folder that `fal evaluate` wrote, by name."""
-    found = []
-    for path in sorted(run_dir.glob("evaluate-*.json")):
-        try:
-            evaluation = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            notes.append(f"{path}: not readable JSON; skipped")
-            continue
-        if not isinstance(evaluation, dict) or not isinstance(evaluation.get("rows"), list):
-            notes.append(f"{path}: not written by `fal evaluate`; skipped")
-            continue
-        found.append((path, evaluation))
-    return found
-
-
 def _summary(run_dir: Path, recipe: dict, records: list[dict]) -> str:
-    from falcli.core import checkpoint
-
     trained = records[-1]["iteration"] if records else 0
     planned = (recipe.get("train") or {}).get("iterations")
     steps = (recipe.get("feedback") or {}).get("steps")
@@ -177,8 +117,6 @@ def _summary(run_dir: Path, recipe: dict, records: list[dict]) -> str:
 
 def _samples_caption(task: str | None) -> str:
     """What the run's sample pictures show, as its task says (a recipe without a known task: the usual grid)."""
-    from falcli.tasks import TASKS
-
     if task in TASKS:
         return TASKS[task].samples_caption
     return ("First row: real data; then for each step t its samples and, below, D's map σ(D) "
@@ -189,9 +127,6 @@ def _samples_caption(task: str | None) -> str:
 
 def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
     """Loss curves (Agg canvas, no display needed): G and D; G per feedback step; D's terms; G's other terms."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     keys = list(dict.fromkeys(k for r in records for k in r if k == "loss" or k.startswith("loss/")))
     steps = [k for k in keys if re.fullmatch(r"loss/G/step\d+", k)]
     groups = {
@@ -218,42 +153,26 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
     return figure_png(figure)
 
 
-def figure_png(figure) -> bytes:
-    """A matplotlib figure as PNG bytes, laid out, at the page's resolution."""
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
-
-
 def _evaluation_html(path: Path, evaluation: dict[str, Any]) -> str:
-    from falcli.commands.evaluate.checkpoints import metric_table
-
     ck = evaluation.get("checkpoint")
     if ck:
         what = (f"{ck.get('path')} — iteration {ck.get('iteration')}, {ck.get('generator')}, {ck.get('steps')} "
                 f"steps (trained with {ck.get('trained_steps')}), {ck.get('num_samples')} samples per step")
     else:
         what = " vs ".join(str(v) for v in (evaluation.get("inputs") or {}).values())
-    parts = [f"<h3>{_e(str(evaluation.get('metric')))} <span class='meta'>({_e(path.name)})</span></h3>",
-             f"<p class='meta'>{_e(what)}</p>"]
+    parts = [f"<h3>{escape(str(evaluation.get('metric')))} <span class='meta'>({escape(path.name)})</span></h3>",
+             f"<p class='meta'>{escape(what)}</p>"]
     label = (evaluation.get("protocol") or {}).get("label")
     if label:
-        parts.append(f"<p class='meta'>{_e(label)}</p>")
+        parts.append(f"<p class='meta'>{escape(label)}</p>")
     rows = evaluation["rows"]
     if rows:
         header, lines = metric_table(rows)
-        head = "".join(f"<th>{_e(h)}</th>" for h in header)
-        body = "".join("<tr><td>" + _e(line[0]) + "</td>" + "".join(f"<td class='v'>{_e(v)}</td>" for v in line[1:])
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr><td>" + escape(line[0]) + "</td>" + "".join(f"<td class='v'>{escape(v)}</td>" for v in line[1:])
                        + "</tr>" for line in lines)
         parts.append(f"<table><tr>{head}</tr>{body}</table>")
-    parts += [f"<p class='note'>note: {_e(n)}</p>" for n in evaluation.get("notes") or []]
+    parts += [f"<p class='note'>note: {escape(n)}</p>" for n in evaluation.get("notes") or []]
     return "\n".join(parts)
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-
-
-def _e(text: str) -> str:
-    return html.escape(str(text), quote=True)

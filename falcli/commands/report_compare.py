@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from falcli.errors import FalError
-from falcli.commands.report import STYLE, _e, _img, figure_png, read_evaluations, read_training_log
+from falcli.commands.report_page import STYLE, embed_png, escape, figure_png, read_evaluations, read_training_log
 
 COMPARE_STYLE = """
 .samples { display: flex; flex-wrap: wrap; gap: 1em; } .samples figure { flex: 1 1 300px; margin: 0; }
@@ -70,11 +70,11 @@ def render(runs: list[Path]) -> str:
         evaluations.append(read_evaluations(run, notes))
 
     parts = [f"<h1>{len(runs)} runs compared</h1>",
-             "<p class='meta'>" + " · ".join(_e(f"{label} ({r.get('task')})") for label, r in
+             "<p class='meta'>" + " · ".join(escape(f"{label} ({r.get('task')})") for label, r in
                                              zip(labels, recipes)) + "</p>"]
     parts.append("<h2>Training losses</h2>")
     curves = overlaid_curves_png(labels, logs)
-    parts.append(_img(curves, "loss curves of every run") if curves
+    parts.append(embed_png(curves, "loss curves of every run") if curves
                  else "<p class='note'>No training losses in any metrics.jsonl.</p>")
 
     parts.append("<h2>Metrics per feedback step</h2>")
@@ -106,11 +106,11 @@ def render(runs: list[Path]) -> str:
     parts.append("<h2>Samples</h2><div class='samples'>")
     for label, run in zip(labels, runs):
         newest = sorted((run / "samples").glob("*.png"))[-1:]
-        body = _img(newest[0].read_bytes(), f"{label} samples") if newest else "<p class='note'>no samples</p>"
+        body = embed_png(newest[0].read_bytes(), f"{label} samples") if newest else "<p class='note'>no samples</p>"
         caption = f"{label}: {newest[0].name}" if newest else label
-        parts.append(f"<figure>{body}<figcaption>{_e(caption)}</figcaption></figure>")
+        parts.append(f"<figure>{body}<figcaption>{escape(caption)}</figcaption></figure>")
     parts.append("</div>")
-    parts += [f"<p class='note'>note: {_e(n)}</p>" for n in notes]
+    parts += [f"<p class='note'>note: {escape(n)}</p>" for n in notes]
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{len(runs)} runs — fal report</title><style>{STYLE}{COMPARE_STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
@@ -219,11 +219,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _table(header: list[str], lines: list[list[Any]], key_column: bool = False) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for line in lines:
-        first = f"<td class='k'>{_e(line[0])}</td>" if key_column else f"<td>{_e(line[0])}</td>"
-        body.append("<tr>" + first + "".join(f"<td class='v'>{_e(_fmt(v))}</td>" for v in line[1:]) + "</tr>")
+        first = f"<td class='k'>{escape(line[0])}</td>" if key_column else f"<td>{escape(line[0])}</td>"
+        body.append("<tr>" + first + "".join(f"<td class='v'>{escape(_fmt(v))}</td>" for v in line[1:]) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
@@ -239,10 +239,3 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _common_parts(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
-    common: list[str] = []
-    for column in zip(*parts):
-        if len(set(column)) != 1:
-            break
-        common.append(column[0])
-    return tuple(common) or ("/",)

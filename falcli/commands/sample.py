@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from falcli.core import checkpoint
+from falcli.resolve import restore
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.core.files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, \
@@ -33,17 +34,17 @@ def _warn(message: str) -> None:
 
 
 def open_checkpoint(path: Path, device: torch.device):
-    """checkpoint.restore, with the generator to sample from (G_ema when the run kept one)."""
+    """resolve.restore: the generator to sample from is G_ema when the run kept one."""
     path = Path(path)
     try:
-        recipe, G, D, G_ema, payload = checkpoint.restore(path, device)
+        restored = restore(path, device)
     except FalError:
         judge = _judge_task(path)
         if judge:
             raise FalError(f"--ckpt {path}: a {judge} judge, not a generator; pass a checkpoint written by "
                            f"`fal train` on a GAN recipe") from None
         raise
-    return recipe, (G_ema if G_ema is not None else G), D, payload
+    return restored.recipe, restored.sampler, restored.D, restored.payload
 
 
 def _judge_task(path: Path) -> str | None:

@@ -13,6 +13,7 @@ import torch
 from falcli.core import checkpoint
 from falcli.commands import train
 from falcli.config import Recipe
+from falcli.resolve import restore
 from falcli.console import progress_bar
 from falcli.core.plots import toy_poster_figure
 from falcli.core.runtime import pick_device
@@ -81,7 +82,7 @@ def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: b
 
 def _evaluate(run_dir: Path, device: str):
     path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
-    recipe, G, D, G_ema, _ = checkpoint.restore(path, pick_device(device))
+    recipe, G, D, G_ema, _ = restore(path, pick_device(device))
     task = TASKS[recipe.task]
     steps = recipe.feedback.sampling_steps
     metrics = task.evaluate(G, D, recipe, next(G.parameters()).device, steps, recipe.evaluate.num_samples)

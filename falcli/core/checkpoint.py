@@ -6,6 +6,8 @@ the middle of a save leaves the previous checkpoint intact and the new one absen
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import re
 from pathlib import Path
@@ -101,30 +103,6 @@ def resolve(path: Path) -> Path:
     return path  # load() says what is wrong with a missing or unreadable file
 
 
-def restore(path: Path, device: torch.device, expect_task: str | None = None):
-    """Rebuild (recipe, G, D, G_ema | None, payload) from a checkpoint or a run folder through its task; eval
-    mode."""
-    from falcli.config import recipe_from_dict
-    from falcli.tasks import TASKS
-
-    path = resolve(path)
-    payload = load(path)
-    if expect_task is not None and payload["task"] != expect_task:
-        raise FalError(f"{path}: a checkpoint of task {payload['task']!r}, expected {expect_task!r}")
-    if payload["task"] not in TASKS:
-        raise FalError(f"{path}: task {payload['task']!r} is unknown to this fal version")
-    recipe = recipe_from_dict(payload["recipe"], source=str(path))
-    G, D = TASKS[recipe.task].make_networks(recipe)
-    G.load_state_dict(payload["G"])
-    D.load_state_dict(payload["D"])
-    G_ema = None
-    if payload.get("G_ema") is not None:
-        G_ema = TASKS[recipe.task].make_networks(recipe)[0]
-        G_ema.load_state_dict(payload["G_ema"])
-        G_ema = G_ema.to(device).eval()
-    return recipe, G.to(device).eval(), D.to(device).eval(), G_ema, payload
-
-
 # --- the run folder: one writer at a time, and a clean state to resume from ---
 
 LOCK_NAME = ".lock"
@@ -139,8 +117,6 @@ def lock_run(run_dir: Path) -> None:
     The kernel drops the lock when the process ends, however it ends (kill -9 included), so a stale lock
     cannot outlive its writer. Held until `unlock_run` or the end of the process.
     """
-    import fcntl
-
     key = Path(run_dir).resolve()
     if key in _HELD:  # an earlier run() of this process that failed: its lock is ours to renew
         unlock_run(run_dir)
@@ -208,8 +184,6 @@ def truncate_log(path: Path, iteration: int) -> None:
     by a crash mid-write) are dropped, so the resumed run writes each iteration's line exactly once."""
     if not path.is_file():
         return
-    import json
-
     kept = []
     with open(path, "rb") as handle:
         for line in handle:

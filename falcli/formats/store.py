@@ -21,6 +21,9 @@ from falcli.errors import FalError
 FORMAT = "fal-dataset"
 VERSION = 1
 KINDS = ("paired", "images", "voxels")
+# The names `fal prepare NAME` knows (falcli/commands/prepare.py's PREPARERS has one entry each); here, below
+# the tasks, so that a task pointing at a missing folder can name the command that makes it.
+DATASET_NAMES = ("cityscapes", "nyu", "celeba", "images", "pix2pix", "shapenet", "streets", "shapes", "primitives")
 PREPARE_HINT = "run `fal prepare NAME --raw PATH --out DIR` to make one"
 
 Progress = Callable[[str, int, int], None]

@@ -114,7 +114,7 @@ def accuracy_of(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, dev
 
 def load(path: Path, device: torch.device, expect: str | None = None) -> tuple[nn.Module, JudgeRecipe, dict]:
     """Rebuild a judge network from `judge.pt`; FalError for a missing, corrupt or foreign file."""
-    from falcli.config import recipe_from_dict
+    from falcli.resolve import recipe_from_dict
     from falcli.judges import JUDGES
 
     path = Path(path)

@@ -119,7 +119,7 @@ def load_judge(path: Path, device: torch.device) -> tuple[nn.Module, int]:
 
 def shapes_judge(image_size: int, device: torch.device, say=print) -> nn.Module:
     """The shapes judge for `image_size`, trained with the shipped recipe the first time it is needed."""
-    from falcli.config import load_recipe
+    from falcli.resolve import load_recipe
     from falcli.judges.run import run_judge
 
     path = default_judge_path(image_size)

@@ -111,7 +111,7 @@ def judge_for(data: DataConfig, device: torch.device, judge_path: Path | None = 
 
 def train_default_judge(data: DataConfig, device: torch.device, say=print) -> Path:
     """Train the shipped recipe on `data`'s source and resolution (every class) into default_judge_dir(data)."""
-    from falcli.config import recipe_from_dict
+    from falcli.resolve import recipe_from_dict
     from falcli.judges.run import run_judge
 
     out = default_judge_dir(data)

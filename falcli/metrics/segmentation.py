@@ -1,15 +1,21 @@
 """FCN-score bookkeeping (pix2pix, Isola et al. 2017, scripts/eval_cityscapes) and the Cityscapes label tables.
 
 Confusion matrices are summed over images, then turned into per-pixel accuracy, mean class accuracy and mean IoU.
+Torch-free (tensors are accepted by duck typing): the streets generator reads the colour table from here, and
+`fal train --dry-run` resolves a streets recipe without loading torch.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from falcli.errors import FalError
 
-ArrayLike = np.ndarray | torch.Tensor
+if TYPE_CHECKING:
+    import torch
+
+ArrayLike = "np.ndarray | torch.Tensor"
 
 CITYSCAPES_TRAIN_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -85,7 +91,7 @@ def colors_to_train_ids(rgb: np.ndarray, void: bool = True) -> np.ndarray:
 
 
 def _as_int(x: ArrayLike) -> np.ndarray:
-    return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.int64)
+    return (x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)).astype(np.int64)  # a torch.Tensor
 
 
 def confusion(pred: ArrayLike, gt: ArrayLike, n_classes: int = 19, ignore_index: int = 255) -> np.ndarray:

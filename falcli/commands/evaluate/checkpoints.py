@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from falcli.commands.evaluate import files
+from falcli import resolve
 from falcli.errors import FalError
 from falcli.fileio import write_new_file
 from falcli.core.runtime import pick_device
@@ -255,7 +256,8 @@ def restore(metric: str, options: EvaluateOptions, any_task: bool, notes: list[s
 
     path = resolve_checkpoint(options.ckpt)
     device = pick_device(options.device)
-    recipe, G, D, G_ema, payload = checkpoint.restore(path, device)
+    restored = resolve.restore(path, device)  # G is G_ema when the run kept one
+    recipe, payload = restored.recipe, restored.payload
     tasks = scoring_tasks(metric)
     if not any_task and recipe.task not in tasks:
         raise FalError(f"{path}: a checkpoint of task {recipe.task!r}, but `fal evaluate {metric}` scores "
@@ -269,9 +271,9 @@ def restore(metric: str, options: EvaluateOptions, any_task: bool, notes: list[s
                      f"are scored")
         num_samples = available
     info = {"path": str(path), "task": recipe.task, "iteration": payload["iteration"],
-            "generator": "G_ema" if G_ema is not None else "G", "steps": steps,
+            "generator": restored.generator, "steps": steps,
             "trained_steps": recipe.feedback.steps, "num_samples": num_samples}
-    return Restored(path, recipe, G_ema if G_ema is not None else G, D, device, steps, num_samples, info)
+    return Restored(path, recipe, restored.sampler, restored.D, device, steps, num_samples, info)
 
 
 def checkpoint_steps(requested: int | None, feedback, notes: list[str]) -> int:
@@ -303,7 +305,6 @@ def _busy(progress: ProgressFn, description: str) -> Iterator[None]:
 
 def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
     from falcli.core import checkpoint
-    from falcli.config import recipe_from_dict
     from falcli.commands.evaluate.fid import fid_command
 
     a, b = options.a, options.b
@@ -320,10 +321,10 @@ def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
     info, run_dir = None, None
     if ckpt is not None:  # the steps and the JSON's place need the recipe before the engine runs
         payload = checkpoint.load(ckpt)
-        recipe = recipe_from_dict(payload["recipe"], source=str(ckpt))
+        recipe = resolve.recipe_from_dict(payload["recipe"], source=str(ckpt))
         steps = checkpoint_steps(options.steps, recipe.feedback, notes)
         info = {"path": str(ckpt), "task": recipe.task, "iteration": payload["iteration"],
-                "generator": "G_ema" if payload.get("G_ema") is not None else "G", "steps": steps,
+                "generator": resolve.generator_name(payload), "steps": steps,
                 "trained_steps": recipe.feedback.steps,
                 "num_samples": options.num_samples or recipe.evaluate.num_samples}
         run_dir = None if options.save_stats else run_dir_of(ckpt)

@@ -25,6 +25,7 @@ from falcli.core.feedback import unroll
 from falcli.metrics import fid as fidlib
 from falcli.metrics.coverage import coverage_metrics
 from falcli.core.runtime import pick_device
+from falcli.resolve import restore
 
 INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
 COVERAGE_K = 5                          # the largest k of the k-NN balls (density and coverage)
@@ -178,14 +179,14 @@ def folder_side(path: Path, space: FeatureSpace, batch_size: int, workers: int, 
 def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device: torch.device,
                     steps: int | None, num_samples: int | None, batch_size: int,
                     with_stats: bool = True) -> tuple[Side, FeatureSpace]:
-    from falcli.core import checkpoint
     from falcli.tasks import TASKS
 
-    recipe, G, D, G_ema, payload = checkpoint.restore(path, device)
+    restored = restore(path, device)  # G_ema when the run kept one
+    recipe, G, D, payload = restored.recipe, restored.sampler, restored.D, restored.payload
     task = TASKS[recipe.task]
     steps = steps or recipe.feedback.sampling_steps
     num_samples = num_samples or recipe.evaluate.num_samples
-    images, _ = generate_steps(task, G_ema if G_ema is not None else G, D, recipe, device, steps, num_samples)
+    images, _ = generate_steps(task, G, D, recipe, device, steps, num_samples)
     space = space_for(images[0].shape[-1])
     if space.image_size is not None and images[0].shape[-1] != space.image_size:
         raise FalError(f"{path}: makes {images[0].shape[-1]}² images, but the judge scores {space.image_size}² "
@@ -195,8 +196,7 @@ def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device
                        f"pass --num-samples {space.dims + 1} or more, or a smaller --dims")
     features = [space.extract(_batches(x, batch_size)) for x in images]
     stats = [_statistics(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)] if with_stats else None
-    which = "G_ema" if G_ema is not None else "G"
-    label = f"checkpoint {path} (iteration {payload['iteration']}, {which}, {num_samples} samples per step)"
+    label = f"checkpoint {path} (iteration {payload['iteration']}, {restored.generator}, {num_samples} samples per step)"
     return Side(label, stats, features, num_samples, list(range(1, steps + 1))), space
 
 

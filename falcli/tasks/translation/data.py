@@ -6,101 +6,15 @@ Arrays stay as stored (uint8 images, float32 depth in metres) until `to_network`
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from falcli.data import streets
-from falcli.errors import FalError
-from falcli.formats import store
+from falcli.core.batch import Batch
 from falcli.core.runtime import rand_shard
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """Where paired items come from; shared by the translation task and the segmenter judge."""
-
-    dataset: Literal["streets", "prepared"] = "streets"  # built-in generated street scenes, or a prepared folder
-    root: Path | None = None            # the prepared folder (`fal prepare … --out ROOT`); dataset: prepared only
-    image_size: int = 64                # side of the images the networks see (pixels, square)
-    train_count: int = 2000             # streets only: generated training pairs
-    val_count: int = 200                # streets only: generated validation pairs
-    seed: int = 0                       # streets only: scene seed; fixed across training seeds, so every run
-                                        # of a comparison sees the same scenes
-
-    def __post_init__(self) -> None:
-        if self.dataset == "prepared" and self.root is None:
-            raise FalError("data.root: dataset: prepared needs the folder written by `fal prepare`")
-        if self.dataset == "streets" and self.root is not None:
-            raise FalError("data.root: the built-in streets are generated, not read; remove data.root or set "
-                           "data.dataset: prepared")
-        if self.image_size < 8:
-            raise FalError(f"data.image_size must be >= 8 pixels (got {self.image_size})")
-        if self.dataset == "streets" and self.image_size > max(streets.SIZES):
-            raise FalError(f"data.image_size: the streets are generated at most {max(streets.SIZES)} pixels")
-        if self.train_count < 1 or self.val_count < 1:
-            raise FalError("data.train_count and data.val_count must be >= 1")
-
-
-def source_meta(data: SourceConfig) -> dict:
-    """The dataset's description (meta.json, or the streets' own); FalError pointing to `fal prepare`."""
-    if data.dataset == "streets":
-        return {**streets.meta(), "source": "streets"}
-    root = Path(data.root)
-    if not (root / "meta.json").is_file():
-        from falcli.commands.prepare import PREPARERS
-
-        name = root.name if root.name in PREPARERS else "NAME"
-        raise FalError(f"data.root {root}: no prepared dataset there; make it with "
-                       f"`fal prepare {name} --raw PATH --out {root}`")
-    meta = store.read_meta(root)
-    if meta["kind"] != "paired":
-        raise FalError(f"data.root {root}: holds a {meta['kind']!r} dataset; translation needs paired data "
-                       f"(fal prepare cityscapes, nyu or pix2pix)")
-    return meta
-
-
-def source_name(data: SourceConfig, meta: dict) -> str:
-    """'streets', or the prepared dataset's source ('cityscapes', 'nyu', …): names its segmenter judge."""
-    return "streets" if data.dataset == "streets" else str(meta.get("source", Path(data.root).name))
-
-
-def split_name(meta: dict, split: str) -> str:
-    """NYU ships train/test only: its test split stands in for val."""
-    if split == "val" and "val" not in meta["splits"] and "test" in meta["splits"]:
-        return "test"
-    return split
-
-
-def load_fields(data: SourceConfig, split: str, count: int | None = None) -> dict[str, np.ndarray]:
-    """Item-first arrays of one split (memmaps for prepared data); `count` keeps only the first items."""
-    if data.dataset == "streets":
-        total = data.train_count if split == "train" else data.val_count
-        n = total if count is None else min(count, total)
-        # Distinct streams for train and val, for any data.seed (items depend on (stream seed, index) only).
-        fields = _streets(n, streets_size(data.image_size), 2 * data.seed + (split != "train"))
-        return dict(fields)
-    meta = source_meta(data)
-    fields = store.load_split(Path(data.root), split_name(meta, split))
-    return {k: v[:count] for k, v in fields.items()} if count is not None else fields
-
-
-def streets_size(image_size: int) -> int:
-    """The smallest generated size that is at least `image_size` (the rest is resized on the device)."""
-    return min(s for s in streets.SIZES if s >= image_size)
-
-
-@functools.lru_cache(maxsize=8)
-def _streets(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
-    fields = streets.make_streets(n, size, seed)
-    for array in fields.values():
-        array.flags.writeable = False  # shared by every caller of the cache
-    return fields
+# Where the pairs come from (torch-free, for --dry-run), part of this module's API:
+from falcli.tasks.translation.source import SourceConfig, load_fields, resize_mode, source_meta, source_name, \
+    split_name, streets_size  # noqa: F401
 
 
 class PairedDataset(torch.utils.data.Dataset):
@@ -121,19 +35,23 @@ class PairedDataset(torch.utils.data.Dataset):
         return {k: torch.from_numpy(np.ascontiguousarray(a[index])) for k, a in self.arrays.items()}
 
 
+def make_pairs(recipe, pairing, split: str, extras: bool, count: int | None = None) -> PairedDataset:
+    """Items {input, target} plus, for evaluation, {labels (train ids), depth (metres)} where stored."""
+    fields = load_fields(recipe.data, split, count)
+    arrays = {"input": fields[pairing.input_field], "target": fields[pairing.target_field]}
+    if extras:
+        eval_fields = pairing.meta.get("eval_fields", {})
+        for key, kind in (("labels", "segmentation"), ("depth", "depth")):
+            if eval_fields.get(kind) in fields:
+                arrays[key] = fields[eval_fields[kind]]
+    return PairedDataset(arrays)
+
+
 # --- on the device ---
 
 def is_depth(array: np.ndarray | torch.Tensor) -> bool:
     """Float fields are depth maps in metres (N, S, S); images are uint8 (N, S, S, 3) or (N, S, S)."""
     return array.dtype in (np.float32, np.float64, torch.float32, torch.float64)
-
-
-def resize_mode(field: str, meta: dict, depth: bool) -> str:
-    """Depth and label maps keep their values (nearest); photos are resized bicubically, as prepared."""
-    declared = meta.get("resize_filter", {}).get(field)
-    if depth or declared == "nearest" or (declared is None and field.startswith("label")):
-        return "nearest"
-    return "bicubic"
 
 
 def to_network(x: torch.Tensor, depth_range: tuple[float, float] | None) -> torch.Tensor:
@@ -183,3 +101,26 @@ def jitter(images: list[torch.Tensor], modes: list[str], image_size: int, load_s
     item = torch.arange(batch, device=device)[:, None, None]
     # x[item, :, rows, cols] puts the indexed axes first: (B, S, S, C) → back to (B, C, S, S).
     return [x[item, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous() for x in images]
+
+
+def make_batch(raw: dict[str, torch.Tensor], recipe, pairing, training: bool) -> Batch:
+    """A collated dict of stored pairs on the device → a Batch in [-1, 1] (jittered when training)."""
+    data = recipe.data
+    modes = [resize_mode(f, pairing.meta, is_depth(raw[k]))
+             for f, k in ((pairing.input_field, "input"), (pairing.target_field, "target"))]
+    images = [to_network(raw[k], pairing.depth_range) for k in ("input", "target")]
+    if training:
+        source, target = jitter(images, modes, data.image_size, data.load_size, data.flip)
+    else:
+        source, target = (resize(x, data.image_size, m) for x, m in zip(images, modes))
+    extras = {}
+    if "labels" in raw:  # train ids (B, S, S) for the FCN-score; nearest keeps them ids
+        labels = raw["labels"][:, None].float()
+        extras["labels"] = resize(labels, data.image_size, "nearest")[:, 0].long()
+    if "depth" in raw:  # metres (B, S, S) for the depth errors
+        extras["depth"] = resize(raw["depth"][:, None].float(), data.image_size, "nearest")[:, 0]
+    return Batch(real=target, gen_input=source, condition=source, extras=extras)
+
+
+def discriminator_input(sample: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return torch.cat([batch.condition.to(sample.dtype), sample], dim=1)  # D judges the pair (pix2pix)

@@ -20,13 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falcli.errors import FalError
+from falcli.console import error_console
 from falcli.core.feedback import unroll
+from falcli.core.pictures import to_uint8
+from falcli.errors import FalError
+from falcli.formats.nyu import BORDER_BOX_480x640
+from falcli.judges.base import load
 from falcli.metrics.depth import DEPTH_KEYS, EIGEN_CROP_480x640, depth_errors
 from falcli.metrics.image import l1_per_image, psnr_per_image, ssim_per_image, to_pixels
 from falcli.metrics.lpips import load_lpips
-from falcli.core.pictures import to_uint8
 from falcli.metrics.segmentation import colors_to_train_ids, confusion, score_keys, segmentation_scores
+from falcli.tasks.translation import data as paired
+from falcli.tasks.translation.config import resolve_pairing
+from falcli.tasks.translation.data import depth_from_network
 
 EVAL_BATCH = 16                          # pairs per forward pass
 NUM_CLASSES = 19                         # Cityscapes train ids
@@ -39,8 +45,6 @@ def default_segmenter_path(dataset_name: str) -> Path:
 
 
 def _warn(message: str) -> None:
-    from falcli.console import error_console
-
     error_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
@@ -57,12 +61,9 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
     seg_weights: a segmenter judge.pt (None = runs/<dataset>_segmenter/judge.pt if it exists; a path given
     explicitly must load). note: receives one line per metric that was skipped and why (default: a warning).
     """
-    from falcli.tasks import TASKS
-
     note = note or _warn
-    task = TASKS["translation"]
-    pairing = task.pairing(recipe)
-    dataset = task.make_dataset(recipe, "val")
+    pairing = resolve_pairing(recipe.data)
+    dataset = paired.make_pairs(recipe, pairing, "val", extras=True)
     count = min(num_samples, len(dataset))
     if count < 1:
         raise FalError("evaluate: num_samples must be >= 1")
@@ -84,9 +85,9 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
     try:
         for start in range(0, count, EVAL_BATCH):
             raw = dataset.__getitems__(list(range(start, min(count, start + EVAL_BATCH))))
-            batch = task.make_batch({k: v.to(device) for k, v in raw.items()}, recipe, training=False)
+            batch = paired.make_batch({k: v.to(device) for k, v in raw.items()}, recipe, pairing, training=False)
             out = unroll(G, D, batch.gen_input, batch.condition, steps, recipe.feedback,
-                         partial(task.discriminator_input, batch=batch))
+                         partial(paired.discriminator_input, batch=batch))
             real = batch.real.float()
             if segmenter is not None:
                 real_hist += confusion(_segment(segmenter, real), batch.extras["labels"])
@@ -164,8 +165,6 @@ def _open_lpips(weights: Path | None, device: torch.device, size: int, note,
 
 def _open_segmenter(path: Path | None, pairing, device: torch.device, note):
     """The segmenter judge as (net, its input size); None (with a note) when the default one is absent."""
-    from falcli.judges.base import load
-
     explicit = path is not None
     path = Path(path) if explicit else default_segmenter_path(pairing.name)
     if not explicit and not path.is_file():
@@ -192,8 +191,6 @@ def _segment(segmenter, images: torch.Tensor) -> torch.Tensor:
 
 
 def _depth_errors(x: torch.Tensor, truth: torch.Tensor, pairing, eigen: bool) -> dict:
-    from falcli.tasks.translation.data import depth_from_network
-
     prediction = depth_from_network(x, pairing.depth_range)[:, 0]
     truth = truth.float()
     if eigen:  # prepared NYU maps are the 480×640 frame's border box resized: crop there, not on the full frame
@@ -204,8 +201,6 @@ def _depth_errors(x: torch.Tensor, truth: torch.Tensor, pairing, eigen: bool) ->
 def nyu_eigen_mask(height: int, width: int) -> torch.Tensor:
     """Eigen's crop (rows 45:471, cols 41:601 of 480×640) in the coordinates of a prepared NYU map, which
     covers the border box rows 7:474, cols 7:632 resized to height × width (falcli/formats/nyu.py)."""
-    from falcli.formats.nyu import BORDER_BOX_480x640
-
     top, bottom, left, right = BORDER_BOX_480x640
     r0, r1, c0, c1 = EIGEN_CROP_480x640
     rows = slice(round((r0 - top) * height / (bottom - top)), round((r1 - top) * height / (bottom - top)))

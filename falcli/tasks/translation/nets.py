@@ -110,13 +110,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-def patch_map_size(image_size: int, layers: int) -> int:
-    """Side of D's logits map for a square input: each stride-2 layer halves it, each stride-1 one takes 1."""
-    size = image_size
-    for _ in range(layers):
-        size //= 2
-    return size - 2
-
 
 @torch.no_grad()
 def init_pix2pix(module: nn.Module) -> None:

@@ -6,10 +6,7 @@ With feedback.steps: 1 this is pix2pix: U-Net, 70×70 PatchGAN, L1 weight 100, t
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -21,98 +18,12 @@ from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
 from falcli.core.files import ImageFiles
 from falcli.tasks.base import Batch, EvaluatePaths
 from falcli.tasks.translation import data as paired
-from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator, decoder_stage_channels, \
-    patch_map_size
+from falcli.tasks.translation.config import DataConfig, ModelConfig, Pairing, default_placement, \
+    patch_map_size, resolve_pairing, validate  # noqa: F401  (the sections are part of this module's API)
+from falcli.tasks.translation.evaluate import evaluate_translation
+from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator, decoder_stage_channels
 
 PICTURE_ROWS = 8  # sample pairs shown in a picture (each as an image row and a D-map row)
-
-
-@dataclass(frozen=True)
-class DataConfig(paired.SourceConfig):
-    direction: str | None = None        # which field becomes which, e.g. labels_to_photo; None = the dataset's
-                                        # default_direction (meta.json `directions` lists them)
-    load_size: int | None = None        # pix2pix jitter: resize to load_size, random-crop image_size (286 for
-                                        # 256); None = no crop
-    flip: bool = True                   # mirror half of the training pairs (input and target alike)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.load_size is not None and self.load_size < self.image_size:
-            raise FalError(f"data.load_size ({self.load_size}) must be >= data.image_size ({self.image_size}), "
-                           f"or null for no crop")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    generator_channels: int = 64        # width of G's first level (pix2pix ngf); levels double it up to 8×
-    depth: int = 8                      # G's halvings: 8 = unet_256 (256² down to 1²), 7 = unet_128
-    discriminator_channels: int = 64    # width of D's first layer (pix2pix ndf)
-    discriminator_layers: int = 3       # PatchGAN stride-2 layers: 3 = the 70×70 PatchGAN (30×30 map at 256²)
-    norm: Literal["batch", "instance"] = "batch"  # normalisation in G and D (pix2pix: batch)
-    dropout: bool = True                # dropout 0.5 in G's deep 8×-wide decoder stages (pix2pix's noise)
-
-    def __post_init__(self) -> None:
-        if min(self.generator_channels, self.discriminator_channels) < 1:
-            raise FalError("model.generator_channels and model.discriminator_channels must be >= 1")
-        if self.depth < 2:
-            raise FalError(f"model.depth must be >= 2 (got {self.depth}); 8 is pix2pix's unet_256")
-        if self.discriminator_layers < 1:
-            raise FalError(f"model.discriminator_layers must be >= 1 (got {self.discriminator_layers})")
-
-
-@dataclass(frozen=True)
-class Pairing:
-    """A resolved direction: which stored field is G's input and which its target, with their meaning."""
-
-    input_field: str
-    target_field: str
-    input_channels: int
-    target_channels: int
-    depth_range: tuple[float, float] | None  # metres ↔ [-1, 1] for depth fields
-    target_is_depth: bool               # the target is a float depth map (depth errors apply)
-    meta: dict
-    name: str                           # dataset name ('streets', 'cityscapes', …)
-
-    @property
-    def makes_photos(self) -> bool:
-        """Label map → photo: the FCN-score (a segmenter reads the outputs) applies."""
-        return self.input_field.startswith("label") and not self.target_field.startswith("label")
-
-    @property
-    def makes_labels(self) -> bool:
-        """Photo → colour label map: the outputs are decoded to train ids and scored directly."""
-        return self.target_field.startswith("label") and self.target_channels == 3
-
-
-@functools.lru_cache(maxsize=16)
-def resolve_pairing(data: DataConfig) -> Pairing:
-    """Read the dataset's meta and the direction; FalError listing the directions for an unknown one."""
-    meta = paired.source_meta(data)
-    directions = meta.get("directions") or {}
-    direction = data.direction or meta.get("default_direction")
-    if direction not in directions:
-        listed = ", ".join(directions) or "none"
-        raise FalError(f"data.direction: {direction!r} is not a direction of this dataset (it has: {listed})")
-    input_field, target_field = directions[direction]
-    shapes = meta.get("fields") or {}  # prepared: {field: {dtype, shape}}; streets: measured below
-    if data.dataset == "streets":
-        sample = paired.load_fields(data, "val", count=1)
-        shapes = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name} for k, v in sample.items()}
-    channels = {f: (shapes[f]["shape"][2] if len(shapes[f]["shape"]) == 3 else 1) for f in (input_field,
-                                                                                         target_field)}
-    depth_range = tuple(meta["depth_range"]) if "depth_range" in meta else None
-    for field in (input_field, target_field):
-        if shapes[field]["dtype"].startswith("float") and depth_range is None:
-            raise FalError(f"{data.root}: field {field!r} is a float map but meta.json has no depth_range; "
-                           f"prepare the dataset again")
-    return Pairing(input_field, target_field, channels[input_field], channels[target_field], depth_range,
-                   shapes[target_field]["dtype"].startswith("float"), meta, paired.source_name(data, meta))
-
-
-def default_placement(depth: int) -> tuple[int, ...]:
-    """The decoder stages at ¼ and ½ of the output size (methods.md §0), when G is deep enough."""
-    return tuple(k for k in (2, 1) if k < depth)
-
 
 class TranslationTask:
     name = "translation"
@@ -126,20 +37,7 @@ class TranslationTask:
     array_export = None
 
     def validate(self, recipe) -> None:
-        data, model = recipe.data, recipe.model
-        if data.image_size % 2 ** model.depth:
-            raise FalError(f"data.image_size ({data.image_size}) must be a multiple of 2^model.depth = "
-                           f"{2 ** model.depth}; lower model.depth or change the size")
-        if patch_map_size(data.image_size, model.discriminator_layers) < 1:
-            raise FalError(f"model.discriminator_layers ({model.discriminator_layers}) leaves D no patch map "
-                           f"at data.image_size {data.image_size}; lower it")
-        placement = recipe.feedback.placement
-        if placement is not None and any(not 1 <= k < model.depth for k in placement):
-            raise FalError(f"feedback.placement: translation stages are 1..{model.depth - 1} (decoder features "
-                           f"at 1/2^k of the output size; 2 and 1 are ¼ and ½)")
-        if data.dataset == "streets" or (Path(data.root) / "meta.json").is_file():
-            resolve_pairing(data)  # a wrong direction fails at load (and --dry-run), not mid-way into training
-        # else: prepared data that is not there yet; make_networks says which `fal prepare` makes it
+        validate(recipe)
 
     def pairing(self, recipe) -> Pairing:
         return resolve_pairing(recipe.data)
@@ -160,19 +58,7 @@ class TranslationTask:
                           paired.resize_mode(pairing.input_field, pairing.meta, False), None, "inputs")
 
     def make_dataset(self, recipe, split: str) -> paired.PairedDataset:
-        return self._dataset(recipe, split, extras=split != "train")
-
-    def _dataset(self, recipe, split: str, extras: bool, count: int | None = None) -> paired.PairedDataset:
-        """Items {input, target} plus, for evaluation, {labels (train ids), depth (metres)} where stored."""
-        pairing = self.pairing(recipe)
-        fields = paired.load_fields(recipe.data, split, count)
-        arrays = {"input": fields[pairing.input_field], "target": fields[pairing.target_field]}
-        if extras:
-            eval_fields = pairing.meta.get("eval_fields", {})
-            for key, kind in (("labels", "segmentation"), ("depth", "depth")):
-                if eval_fields.get(kind) in fields:
-                    arrays[key] = fields[eval_fields[kind]]
-        return paired.PairedDataset(arrays)
+        return paired.make_pairs(recipe, self.pairing(recipe), split, extras=split != "train")
 
     def make_networks(self, recipe) -> tuple[nn.Module, nn.Module]:
         torch.manual_seed(recipe.seed)
@@ -188,30 +74,16 @@ class TranslationTask:
         return G, D
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
-        data, pairing = recipe.data, self.pairing(recipe)
-        modes = [paired.resize_mode(f, pairing.meta, paired.is_depth(raw[k]))
-                 for f, k in ((pairing.input_field, "input"), (pairing.target_field, "target"))]
-        images = [paired.to_network(raw[k], pairing.depth_range) for k in ("input", "target")]
-        if training:
-            source, target = paired.jitter(images, modes, data.image_size, data.load_size, data.flip)
-        else:
-            source, target = (paired.resize(x, data.image_size, m) for x, m in zip(images, modes))
-        extras = {}
-        if "labels" in raw:  # train ids (B, S, S) for the FCN-score; nearest keeps them ids
-            labels = raw["labels"][:, None].float()
-            extras["labels"] = paired.resize(labels, data.image_size, "nearest")[:, 0].long()
-        if "depth" in raw:  # metres (B, S, S) for the depth errors
-            extras["depth"] = paired.resize(raw["depth"][:, None].float(), data.image_size, "nearest")[:, 0]
-        return Batch(real=target, gen_input=source, condition=source, extras=extras)
+        return paired.make_batch(raw, recipe, self.pairing(recipe), training)
 
     def fixed_batch(self, recipe, device: torch.device, count: int) -> Batch:
         """The first `count` validation pairs, unjittered (no randomness is needed)."""
-        dataset = self._dataset(recipe, "val", extras=True, count=count)
+        dataset = paired.make_pairs(recipe, self.pairing(recipe), "val", extras=True, count=count)
         raw = dataset.__getitems__(list(range(len(dataset))))
         return self.make_batch({k: v.to(device) for k, v in raw.items()}, recipe, training=False)
 
     def discriminator_input(self, sample: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return torch.cat([batch.condition.to(sample.dtype), sample], dim=1)  # D judges the pair (pix2pix)
+        return paired.discriminator_input(sample, batch)
 
     def extra_generator_losses(self, unrolled: Unrolled, batch: Batch, recipe) -> dict[str, torch.Tensor]:
         """λ·|y − x_t|₁ per step (pix2pix Eq. 3, λ = loss.l1_weight), weighted like the adversarial terms."""
@@ -237,8 +109,6 @@ class TranslationTask:
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
-        from falcli.tasks.translation.evaluate import evaluate_translation
-
         paths = paths or EvaluatePaths()
         return evaluate_translation(G, D, recipe, device, steps, num_samples, lpips_weights=paths.weights,
                                     seg_weights=paths.seg_weights, note=paths.note,

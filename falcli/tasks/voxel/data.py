@@ -11,36 +11,9 @@ import torch
 
 from falcli.core.files import occupancy  # noqa: F401  (part of this module's API)
 from falcli.errors import FalError
+from falcli.tasks.voxel.config import RESOLUTIONS, DataConfig  # noqa: F401  (part of this module's API)
 
-RESOLUTIONS = (16, 32, 64)
 PRIMITIVES_SEEDS = {"train": 0, "val": 1}  # fixed: every run and the judge see the same built-in shapes
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where voxels come from; shared by the voxel task and the voxel-classifier judge."""
-
-    source: Literal["prepared", "primitives"] = "primitives"  # a `fal prepare shapenet` folder, or built-in shapes
-    root: Path = Path("data/shapenet")  # the prepared folder (source: prepared)
-    classes: tuple[str, ...] | None = None  # classes to train on (the paper: one GAN per class); None = all
-    resolution: int = 32                # grid size R: 16, 32 or 64; finer data are max-pooled down to it
-    primitives_train: int = 2000        # source: primitives — shapes generated for the train split
-    primitives_val: int = 200           # source: primitives — shapes of the val split (the metrics' reference)
-
-    def __post_init__(self) -> None:
-        if self.resolution not in RESOLUTIONS:
-            raise FalError(f"data.resolution must be 16, 32 or 64 (got {self.resolution})")
-        if self.classes is not None and not self.classes:
-            raise FalError("data.classes is empty; name at least one class, or remove the key for all classes")
-        if self.primitives_train < 1 or self.primitives_val < 1:
-            raise FalError("data.primitives_train and data.primitives_val must be >= 1")
-        if self.source == "primitives" and self.classes is not None:
-            from falcli.data.primitives import PRIMITIVE_CLASSES
-
-            unknown = [c for c in self.classes if c not in PRIMITIVE_CLASSES]
-            if unknown:
-                raise FalError(f"data.classes: {unknown[0]!r} is not a built-in primitives class (valid: "
-                               f"{', '.join(PRIMITIVE_CLASSES)}); or use data.source: prepared")
 
 
 # --- data ---

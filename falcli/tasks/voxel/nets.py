@@ -11,25 +11,7 @@ from torch import nn
 
 from falcli.errors import FalError
 from falcli.nn.dims import conv_nd, conv_transpose_nd, norm_nd
-
-MAP_SIZE = 4                            # D's map and G's first stage are 4³ at every resolution
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    latent_dim: int = 200               # size of z (3D-GAN: 200)
-    base_channels: int = 32             # G's last hidden width and D's first; doubles per stage (64 at 64³ = 3D-GAN)
-    discriminator_norm: Literal["batch", "instance", "none"] = "instance"  # after every D conv but the first
-
-    def __post_init__(self) -> None:
-        if self.latent_dim < 1 or self.base_channels < 1:
-            raise FalError("model.latent_dim and model.base_channels must be >= 1")
-
-
-def num_stages(resolution: int) -> int:
-    """Hidden stages of G (and conv stages of D): 4³ → … → R/2, i.e. 3 at 32³."""
-    return int(math.log2(resolution // MAP_SIZE))
-
+from falcli.tasks.voxel.config import MAP_SIZE, ModelConfig, num_stages  # noqa: F401  (part of this module's API)
 
 def generator_widths(model: ModelConfig, resolution: int) -> list[int]:
     """Channels of G's stages 0..n-1 (resolutions 4³, 8³, … R/2); e.g. 64³, base 64 → [512, 256, 128, 64]."""

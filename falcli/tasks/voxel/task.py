@@ -20,6 +20,7 @@ from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.core.files import VoxelFiles
 from falcli.core.runtime import randn_shard
 from falcli.tasks.base import Batch, EvaluatePaths
+from falcli.tasks.voxel.config import validate
 from falcli.tasks.voxel.data import DataConfig, VoxelDataset, load_voxels, occupancy
 from falcli.tasks.voxel.evaluate import evaluate_voxel, fixed_latents
 from falcli.tasks.voxel.nets import MAP_SIZE, ModelConfig, VoxelDiscriminator, VoxelGenerator, default_placement, \
@@ -88,13 +89,7 @@ class VoxelTask:
     array_export = staticmethod(occupancy)  # `fal sample --voxels npy`: (N, R, R, R) uint8, z up
 
     def validate(self, recipe) -> None:
-        if recipe.loss.l1_weight:
-            raise FalError("loss.l1_weight: the voxel task has no targets to compare with; remove the key")
-        placement = recipe.feedback.placement
-        n = num_stages(recipe.data.resolution)
-        if placement is not None and any(not 0 <= s < n for s in placement):
-            raise FalError(f"feedback.placement: voxel stages at {recipe.data.resolution}³ are 0..{n - 1} "
-                           f"(resolutions {', '.join(f'{MAP_SIZE * 2 ** s}³' for s in range(n))})")
+        validate(recipe)
 
     def make_dataset(self, recipe, split: str) -> torch.utils.data.Dataset:
         return VoxelDataset(load_voxels(recipe.data, split))
