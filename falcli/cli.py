@@ -2,6 +2,8 @@
 
 Each command resolves its inputs, prints, and delegates to the verb module of the same name; user mistakes
 become one red line and exit code 2.
+Longer than ~400 lines because each command's options are declared here with their help text; the work is in
+falcli/commands/.
 """
 from __future__ import annotations
 
@@ -238,14 +240,9 @@ def ablate(
     out = out or Path("runs") / f"ablation-{resolved.name}"
     command = "fal " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fal") else \
         f"fal ablate {recipe}"
-    with contextlib.ExitStack() as stack:  # one bar (every run's iterations, then every run's evaluation),
-        bars: dict = {}                       # opened on first use so that a refused plan prints no empty bar
-
-        def update(done: int, total: int, stats=None, description: str | None = None) -> None:
-            if "update" not in bars:
-                bars["update"] = stack.enter_context(progress_bar("ablate", total))
-            bars["update"](done, total, stats, description=description)
-
+    # One bar (every run's iterations, then every run's evaluation), drawn at its first update: a refused plan
+    # prints no empty bar.
+    with progress_bar("ablate", 1) as update:
         report = ablation.run(resolved, out, seeds, names, device, quick, resume, command, on_progress=update)
     from rich.markdown import Markdown  # keeps --help fast
 
@@ -291,7 +288,7 @@ def prepare(
                                                "(to regular files and folders, never in a loop)")] = False,
 ) -> None:
     """Convert a raw dataset into fal's prepared format (never downloads); out defaults to data/<dataset>."""
-    from falcli.console import console, progress_bar  # keeps --help fast
+    from falcli.console import console, stage_progress  # keeps --help fast
     from falcli.commands.prepare import prepare as run_prepare  # keeps --help fast
 
     if raw_argument is not None and raw is not None and raw_argument != raw:
@@ -299,14 +296,7 @@ def prepare(
     raw = raw or raw_argument  # `fal prepare images DIR` reads as well as `--raw DIR`
     out = out or Path("data") / dataset
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    with contextlib.ExitStack() as stack:
-        bars: dict = {}
-
-        def progress(description: str, done: int, total: int) -> None:
-            if "update" not in bars:  # opened on first use, so argument errors print no empty bar
-                bars["update"] = stack.enter_context(progress_bar(description, total))
-            bars["update"](done, max(total, 1), None, description=description)
-
+    with stage_progress() as progress:
         path = run_prepare(dataset, raw, out, size=size, classes=class_list, splits_file=splits,
                            progress=progress, count=count, follow_links=follow_links,
                            warn=lambda message: console.print(f"[yellow]warning:[/] {message}", soft_wrap=True))
@@ -318,22 +308,6 @@ GeneratorCkptOpt = Annotated[Path, typer.Option("--ckpt", help="Checkpoint writt
 FreshOutOpt = Annotated[Path, typer.Option("--out", "-o", help="New output folder (refused when not empty)")]
 SampleBatchOpt = Annotated[int | None, typer.Option(help="Samples per forward pass (default: 16, or the "
                                                          "samples' own)")]
-
-
-@contextlib.contextmanager
-def _stage_progress():
-    """update(description, done, total) for a bar opened on first use, so early errors print no empty bar."""
-    from falcli.console import progress_bar  # keeps --help fast
-
-    with contextlib.ExitStack() as stack:
-        bars: dict = {}
-
-        def update(description: str, done: int, total: int) -> None:
-            if "update" not in bars:
-                bars["update"] = stack.enter_context(progress_bar(description, total))
-            bars["update"](done, max(total, 1), None, description=description)
-
-        yield update
 
 
 @app.command()
@@ -352,12 +326,12 @@ def sample(
 ) -> None:
     """Write samples as files (PNG, .binvox or voxels.npy, points.npy) with their latents or inputs, for
     `fal refine`."""
-    from falcli.console import console  # keeps --help fast
+    from falcli.console import console, stage_progress  # keeps --help fast
     from falcli.commands.sample import BATCH_SIZE, SampleOptions, sample as run_sample  # keeps --help fast
 
     options = SampleOptions(ckpt, out, count, steps, seed, device,
                             BATCH_SIZE if batch_size is None else batch_size, voxels)
-    with _stage_progress() as progress:
+    with stage_progress() as progress:
         manifest = run_sample(options, on_progress=progress)
     console.print(f"[green]done[/] → {out} ({_count(manifest['count'], manifest['task'] + ' sample')} after "
                   f"{_count(manifest['steps'], 'step')})")
@@ -399,13 +373,13 @@ def refine(
 ) -> None:
     """Refine samples with D: FAL's feedback loop or a reference method; every step's output, D's heat maps, a
     grid and refine.json."""
-    from falcli.console import console  # keeps --help fast
+    from falcli.console import console, stage_progress  # keeps --help fast
     from falcli.commands.refine import RefineOptions, refine as run_refine  # keeps --help fast
 
     options = RefineOptions(ckpt, input_, out, steps, inputs, invert_iterations, device, batch_size, seed,
                             method=method, count=count, iterations=iterations, lr=lr, k_eff=k_eff,
                             drs_percentile=drs_percentile, drs_burn_in=drs_burn_in, drs_max_draws=drs_max_draws)
-    with _stage_progress() as progress:
+    with stage_progress() as progress:
         result = run_refine(options, on_progress=progress, say=lambda line: console.print(line, markup=False,
                                                                                            soft_wrap=True))
     if result["inversion"]:
@@ -462,14 +436,17 @@ def evaluate(
                                                   "present (keys *_present)")] = "pix2pix",
 ) -> None:
     """Score files or a checkpoint (one row per feedback step): a table, and JSON (docs/evaluate.md)."""
-    from falcli.console import console  # keeps --help fast
+    from falcli.console import console, stage_progress  # keeps --help fast
     from falcli.commands.evaluate.checkpoints import EvaluateOptions, print_evaluation, run  # keeps --help fast
 
-    options = EvaluateOptions(a, b, ckpt, steps, num_samples, device, json_path, dims, weights,
-                              allow_unofficial_weights, kid, save_stats, feature_space, batch_size, workers,
-                              seg_weights, judge, class_name, dataset, min_depth, max_depth, eigen_crop,
+    options = EvaluateOptions(a=a, b=b, ckpt=ckpt, steps=steps, num_samples=num_samples, device=device,
+                              json_path=json_path, dims=dims, weights=weights,
+                              allow_unofficial_weights=allow_unofficial_weights, kid=kid, save_stats=save_stats,
+                              feature_space=feature_space, batch_size=batch_size, workers=workers,
+                              seg_weights=seg_weights, judge=judge, class_name=class_name, dataset=dataset,
+                              min_depth=min_depth, max_depth=max_depth, eigen_crop=eigen_crop,
                               kid_subset_size=kid_subset_size, class_means=class_means)
-    with _stage_progress() as progress:
+    with stage_progress() as progress:
         evaluation = run(metric, options, progress)
     print_evaluation(evaluation, console)
     if evaluation.written is not None:

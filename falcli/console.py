@@ -64,3 +64,11 @@ def progress_bar(description: str, total: int) -> Iterator:
 
         description_ = description
         yield update
+
+
+@contextlib.contextmanager
+def stage_progress() -> Iterator:
+    """Yields update(description, done, total): one progress_bar whose description names the stage at hand
+    (`fal prepare`, `sample`, `refine`, `evaluate`); drawn at the first update, so early errors print no bar."""
+    with progress_bar("", 1) as update:
+        yield lambda description, done, total: update(done, max(total, 1), None, description=description)

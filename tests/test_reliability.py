@@ -330,6 +330,7 @@ def test_a_non_string_key_and_a_binary_recipe_are_one_line(tmp_path: Path) -> No
 def test_a_checkpoint_whose_recipe_cannot_fit_is_refused_before_allocating(tmp_path: Path, toy_recipe) -> None:
     import torch
 
+    from falcli import resolve
     from falcli.core import checkpoint
     from falcli.config import recipe_to_dict
     from falcli.errors import FalError
@@ -395,7 +396,6 @@ def test_fuzzed_recipes_end_in_a_recipe_or_one_line(tmp_path: Path) -> None:
     import yaml
 
     from falcli.config import recipe_to_dict
-
     from falcli.resolve import recipe_from_dict
     from falcli.errors import FalError
 

@@ -20,10 +20,16 @@ import torch
 
 from falcli.core import checkpoint
 from falcli.config import Recipe, recipe_to_dict
-from falcli.resolve import recipe_from_dict, restore
+from falcli.resolve import load_recipe, recipe_from_dict, restore
 from falcli.errors import FalError
 from falcli.fileio import write_atomic
 from falcli.tasks import TASKS
+from falcli import methods
+from falcli.commands import train
+from falcli.core.runtime import pick_device
+from falcli.metrics.feature_space import INCEPTION_MIN_IMAGES
+from falcli.metrics.weights import INCEPTION_FID, _candidates
+from falcli.judges import classifier
 
 # name → (FAL feedback on, EqGAN-SA on, GLeaD on); the order is the table's.
 CONFIGS: dict[str, tuple[bool, bool, bool]] = {
@@ -87,8 +93,6 @@ def variant(recipe: Recipe, config: str) -> Recipe:
     method = dataclasses.replace(recipe.method, eqgan_sa=eqgan_sa, glead=glead)
     made = dataclasses.replace(recipe, feedback=feedback, method=method, train=train)
     TASKS[made.task].validate(made)  # e.g. D's map must be small enough for the method
-    from falcli import methods
-
     methods.check(TASKS[made.task], made)
     return made
 
@@ -157,8 +161,6 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 def train_all(planned: list[Planned], device: str, update: Progress | None = None) -> None:
     """Train (or continue) every planned run; one progress count over all of their iterations."""
-    from falcli.commands import train
-
     todo = [p for p in planned if p.action != "reuse"]
     total = sum(p.recipe.train.iterations - p.done for p in todo)
     offset = 0
@@ -177,8 +179,6 @@ def train_all(planned: list[Planned], device: str, update: Progress | None = Non
 
 def evaluate_run(item: Planned, device: str) -> list[dict[str, float]]:
     """The task's per-step metrics for a run's final checkpoint (G_ema when the run kept one)."""
-    from falcli.core.runtime import pick_device
-
     final = item.run_dir / "checkpoints" / checkpoint.checkpoint_name(item.recipe.train.iterations)
     _, G, D, G_ema, _ = restore(final, pick_device(device), expect_task=item.recipe.task)
     task = TASKS[item.recipe.task]
@@ -209,17 +209,11 @@ def train_seconds(run_dir: Path) -> float | None:
 
 def check_scorable(recipe: Recipe) -> None:
     """Refuse, before any training, an ablation whose runs could get no FID."""
-    from falcli.resolve import load_recipe
-    from falcli.commands.evaluate.fid import INCEPTION_MIN_IMAGES
-    from falcli.metrics.weights import INCEPTION_FID, _candidates
-
     if not {"eqgan_sa", "glead"} <= TASKS[recipe.task].supports_methods:  # the variants switch both on
         raise FalError(f"fal ablate scores image runs by FID; this recipe's task is {recipe.task!r} (the methods "
                        f"are image-task switches)")
     samples = recipe.evaluate.num_samples
     if recipe.data.source == "shapes":
-        from falcli.judges import classifier
-
         judge = classifier.default_judge_path(recipe.data.image_size)  # the judge in use, else the one to train
         dims = (classifier.load_judge(judge, torch.device("cpu"))[0].embed.out_features if judge.is_file()
                 else load_recipe(classifier.SHIPPED_RECIPE).model.features)

@@ -33,6 +33,11 @@ from falcli.errors import FalError
 from falcli.methods import refinement
 from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
+from falcli.core.runtime import pick_device
+from falcli.core.pictures import heatmap, save_png, tile, to_uint8
+from falcli.tasks.toy import sample_mixture
+from falcli.core.render import render_voxels
+from falcli.tasks.voxel import occupancy
 
 GRID_ROWS = 8                           # samples shown in the grid picture
 TILE = 64                               # voxel renders and their heat maps in the grid, pixels
@@ -108,7 +113,6 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
     """Refine samples with options.method and write everything into options.out (or a new RUN/refine-K);
     returns refine.json's content (scores and metrics per step, inversion errors, the method's numbers).
     `say` receives one line saying what is refined (the run's samples or fresh draws) when --input is absent."""
-    from falcli.core.runtime import pick_device
     chosen = refinement.method(options.method)
     if options.steps is not None:
         require_steps(options.steps)
@@ -651,8 +655,6 @@ def invert_all(G: nn.Module, source: Source, batches: list[list[int]], recipe, o
 
 def _write_steps(out: Unrolled, names: list[str], files: Files, folder: Path, collected: Collected) -> None:
     """Each step's samples into step-t/, D's map of each into heatmaps/step-t/; scores summed per step."""
-    from falcli.core.pictures import save_png
-
     for t, (x, logits) in enumerate(zip(out.samples, out.logits), start=1):
         collected.scores[t - 1] += float(torch.sigmoid(logits.float()).flatten(1).mean(1).sum())
         if collected.logits:
@@ -669,8 +671,6 @@ def _write_steps(out: Unrolled, names: list[str], files: Files, folder: Path, co
 
 def _heatmaps(logits: torch.Tensor, x: torch.Tensor, size: int | None = None) -> np.ndarray:
     """D's map as (b, H, W, 3) pictures: images at their size; voxel maps seen from above (mean over z)."""
-    from falcli.core.pictures import heatmap
-
     if logits.dim() == 5:
         return heatmap(logits.float().mean(dim=-1), (size or x.shape[-1],) * 2)
     return heatmap(logits, (size or x.shape[-2], size or x.shape[-1]))
@@ -691,8 +691,7 @@ def _collect(out: Unrolled, condition: torch.Tensor | None, reconstruction: torc
 def _write_figure(recipe, files: Files, collected: Collected, folder: Path) -> str:
     """Toy: every step's points (step-t/points.npy) and a scatter figure; others: the grid picture."""
     if isinstance(files, PointFiles):
-        from falcli.core.plots import toy_steps_figure
-        from falcli.tasks.toy import sample_mixture
+        from falcli.core.plots import toy_steps_figure  # keeps --help fast (and refine off toy: matplotlib)
 
         steps = [torch.cat(points) for points in collected.points]
         for t, points in enumerate(steps, start=1):
@@ -700,21 +699,14 @@ def _write_figure(recipe, files: Files, collected: Collected, folder: Path) -> s
         real = sample_mixture(recipe.data, 2000, torch.Generator().manual_seed(recipe.seed + 1))
         toy_steps_figure(real, Unrolled(steps, []), folder / "scatter.png")
         return "scatter.png"
-    from falcli.core.pictures import save_png, tile
-
     save_png(tile(grid_rows(files, collected)), folder / "grid.png")
     return "grid.png"
 
 
 def grid_rows(files: Files, collected: Collected) -> list[list[np.ndarray]]:
     """One row per sample: input (translation) | G(z*) (after inversion) | t = 1..T | D's map at t = 1..T."""
-    from falcli.core.pictures import to_uint8
-
     def pictures(x: torch.Tensor) -> list[np.ndarray]:
         if isinstance(files, VoxelFiles):
-            from falcli.core.render import render_voxels
-            from falcli.tasks.voxel import occupancy
-
             return [render_voxels(g, TILE) for g in occupancy(x)]
         return list(to_uint8(x))
 

@@ -14,12 +14,15 @@ from typing import Callable
 import numpy as np
 import torch
 
+from falcli.console import error_console
 from falcli.core import checkpoint
-from falcli.resolve import restore
-from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.core.files import INPUTS, LATENTS, VOXELS, PointFiles, check_fresh, \
     fresh_folder, item_names, write_manifest
+from falcli.core.runtime import pick_device
+from falcli.errors import FalError
+from falcli.resolve import restore
+from falcli.tasks import TASKS
 from falcli.tasks.base import Batch, latent_width, latents_for  # noqa: F401  (refine imports them here)
 
 BATCH_SIZE = 16                         # samples per forward pass (voxel G normalises by its batch: keep it fixed)
@@ -28,8 +31,6 @@ WarnFn = Callable[[str], None]
 
 
 def _warn(message: str) -> None:
-    from falcli.console import error_console
-
     error_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
@@ -101,9 +102,6 @@ class SampleOptions:
 @torch.no_grad()
 def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: WarnFn = _warn) -> dict:
     """Write `count` samples of the last step into options.out; returns the manifest (fal-samples.json)."""
-    from falcli.core.runtime import pick_device
-    from falcli.tasks import TASKS
-
     if options.count < 1:
         raise FalError(f"--count must be >= 1 (got {options.count})")
     check_batch_size(options.batch_size)

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from rich.table import Table
 
 from falcli.core import checkpoint
 from falcli.commands import train
@@ -20,6 +21,7 @@ from falcli.core.runtime import pick_device
 from falcli.tasks import TASKS
 from falcli.tasks.toy import ToyTask
 from falcli.core.feedback import unroll
+from falcli.errors import FalError
 
 METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "precision", "recall", "density", "coverage",
            "d_logit")
@@ -48,10 +50,8 @@ def quick_recipe(recipe: Recipe) -> Recipe:
 def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: bool = False) -> dict:
     """Train both variants for each seed, evaluate per step, write toy_table.json and toy_figure.png."""
     if not isinstance(TASKS[recipe.task], ToyTask):
-        from falcli.errors import FalError
         raise FalError(f"`fal toy` runs toy recipes; this recipe's task is {recipe.task!r} (use `fal train`)")
     if out.exists() and any(out.iterdir()):  # never mixed with (or written over) an earlier experiment
-        from falcli.errors import FalError
         raise FalError(f"{out} holds an earlier experiment; choose another --out or delete that folder")
     if quick:
         recipe = quick_recipe(recipe)
@@ -105,8 +105,6 @@ def summarise(rows: dict[str, list[list[dict]]]) -> list[dict]:
 
 
 def print_table(result: dict, console) -> None:
-    from rich.table import Table
-
     seeds = result["seeds"]
     table = Table(title=f"toy: per-step metrics ({seeds} seed{'s' if seeds > 1 else ''}, mean ± std)")
     table.caption = ("HQ: share within 3σ of a mode · SW: sliced Wasserstein · P, R: improved precision and "

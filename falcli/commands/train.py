@@ -3,6 +3,7 @@
 Read top to bottom it is the whole story. Tasks only say how to feed the networks (falcli/tasks/base.py).
 The step keeps losses on the device and reads them only at the logging interval, so it never waits on the
 GPU mid-step (and could be captured whole in a CUDA graph).
+Longer than ~400 lines on purpose: the loop, its resume and its checkpoints stay in one file to be read as one.
 """
 from __future__ import annotations
 

@@ -18,8 +18,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
+from falcli.core.encoding import depth_from_network, resize, to_network
+from falcli.core.pictures import to_uint8
 from falcli.errors import FalError
+from falcli.formats.binvox import downsample, read_binvox, write_binvox, y_up_to_z_up, z_up_to_y_up
 from falcli.formats.images import IMAGE_SUFFIXES, decode_image
 
 MANIFEST = "fal-samples.json"
@@ -66,8 +70,6 @@ class ImageFiles:
 
     def read(self, paths: Sequence[Path]) -> torch.Tensor:
         """(b, C, S, S) in [-1, 1]."""
-        from falcli.tasks.translation.data import resize, to_network
-
         out = []
         for path in paths:
             x = to_network(torch.from_numpy(self._array(path))[None], self.depth_range)  # (1, C, H, W)
@@ -93,14 +95,8 @@ class ImageFiles:
         return metres.astype(np.float32)
 
     def write(self, x: torch.Tensor, names: Sequence[str], folder: Path) -> None:
-        from PIL import Image
-
-        from falcli.core.pictures import to_uint8
-
         folder.mkdir(parents=True, exist_ok=True)
         if self.depth_range is not None:
-            from falcli.tasks.translation.data import depth_from_network
-
             millimetres = depth_from_network(x[:, 0], self.depth_range).mul(1000).round().clamp(0, 65535)
             for name, image in zip(names, millimetres.to(torch.int32).cpu().numpy()):
                 Image.fromarray(image.astype(np.uint16)).save(folder / f"{name}.png")
@@ -120,8 +116,6 @@ class VoxelFiles:
 
     def read(self, paths: Sequence[Path]) -> torch.Tensor:
         """(b, 1, R, R, R) in {0, 1}."""
-        from falcli.formats.binvox import downsample, read_binvox, y_up_to_z_up
-
         grids = []
         for path in paths:
             grid = y_up_to_z_up(read_binvox(path)[0])
@@ -135,7 +129,6 @@ class VoxelFiles:
         return torch.stack(grids)[:, None]
 
     def write(self, x: torch.Tensor, names: Sequence[str], folder: Path) -> None:
-        from falcli.formats.binvox import write_binvox, z_up_to_y_up
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in zip(names, occupancy(x)):
             write_binvox(folder / f"{name}{VOXEL_SUFFIX}", z_up_to_y_up(grid))

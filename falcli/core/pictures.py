@@ -30,7 +30,14 @@ def heatmap(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def tile(rows: list[list[np.ndarray]]) -> np.ndarray:
-    """A grid of equally sized (H, W, 3) uint8 tiles with white gutters."""
+    """A grid of equally sized (H, W, 3) uint8 tiles with white gutters.
+
+    Not torchvision.utils.make_grid: that takes one flat batch of (C, H, W) tensors cut into rows of `nrow`,
+    pads the outer border as well as between tiles, and fills a short last row with padding colour; here rows
+    are given as lists (of any length: a row of D's maps beside a row of samples, with blanks), gutters sit only
+    between tiles (labelled() places its captions by that layout), and the pictures stay numpy uint8, so that
+    drawing one does not import torchvision.
+    """
     height, width = rows[0][0].shape[:2]
     columns = max(len(row) for row in rows)
     canvas = np.full((len(rows) * (height + GUTTER) - GUTTER, columns * (width + GUTTER) - GUTTER, 3), 255,

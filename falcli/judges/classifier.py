@@ -17,7 +17,8 @@ from torch import nn
 from falcli.config import SHIPPED_RECIPES
 from falcli.errors import FalError
 from falcli.nn.dims import conv_nd, norm_nd
-from falcli.tasks.image import ImageSource, load_images, to_unit_range
+from falcli.tasks.image.config import ImageSource
+from falcli.tasks.image.data import load_images, to_unit_range
 
 SHIPPED_RECIPE = SHIPPED_RECIPES / "shapes_classifier.yaml"
 

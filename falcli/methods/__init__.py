@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from falcli.errors import FalError
+from falcli.methods import eqgan_sa, glead
 
 METHOD_NAMES = ("eqgan_sa", "glead")
 
@@ -32,8 +33,6 @@ def prepare(recipe, device) -> list[str]:
     wrong file fails the start, not the first step. Returns notes for the run's log (a fallback taken)."""
     if not recipe.method.glead:
         return []
-    from falcli.methods import glead
-
     distance = glead.distance_for(recipe.method.glead_distance, device)
     if recipe.method.glead_distance == "lpips" and distance is glead.mse:
         return ["GLeaD's reconstruction distance is MSE: method.glead_distance is lpips, but the AlexNet trunk "
@@ -45,8 +44,6 @@ def generator_terms(recipe, G, D, unrolled, batch) -> dict[str, torch.Tensor]:
     """Weighted loss terms added to G's loss (G step; D frozen)."""
     if not recipe.method.eqgan_sa:
         return {}
-    from falcli.methods import eqgan_sa
-
     return eqgan_sa.generator_terms(recipe, G, D, unrolled, batch)
 
 
@@ -54,6 +51,4 @@ def discriminator_terms(recipe, G, D, real_input, fakes, batch) -> dict[str, tor
     """Weighted loss terms added to D's loss (D step; G frozen)."""
     if not recipe.method.glead:
         return {}
-    from falcli.methods import glead
-
     return glead.discriminator_terms(recipe, G, D, real_input, fakes, batch)

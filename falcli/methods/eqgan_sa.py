@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from falcli.core.runtime import rand_shard, randn_shard
+
 # --- the heatmaps (official `generate_heatmap_multi`) ---
 
 LEVEL_CENTRES = (1, 2, 4)               # centres per level: the whole object, then details, then finer details
@@ -280,8 +282,6 @@ def generator_terms(recipe, G, D, unrolled, batch) -> dict[str, torch.Tensor]:
 
 def training_code(rows: int, device: torch.device) -> torch.Tensor:
     """Codes for a training batch from the global RNG (a resumed run draws the same), global-batch aware."""
-    from falcli.core.runtime import rand_shard, randn_shard
-
     shared = torch.rand((), device=device)  # one level-1 width per (global) minibatch; every process draws it
     return sample_code(rows, lambda *shape: randn_shard(*shape, device=device),
                        lambda *shape: rand_shard(*shape, device=device), shared)

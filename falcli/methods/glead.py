@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from falcli.console import error_console
 from falcli.errors import FalError
+from falcli.metrics.weights import ALEXNET_LPIPS, _candidates, find_weights, hub_checkpoint_dir
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 3, H, W) ×2 in [-1, 1] → (B,)
 
@@ -86,26 +88,23 @@ def distance_for(kind: str, device: torch.device) -> Distance:
 
 
 def _lpips_or_mse(device: torch.device) -> Distance:
-    from falcli.metrics.weights import ALEXNET_LPIPS, _candidates, find_weights, hub_checkpoint_dir
-
     if not any(p.is_file() for p in _candidates(ALEXNET_LPIPS.filename)):
-        from falcli.console import error_console
-
         error_console.print(
             f"[bold yellow]warning: GLeaD falls back to MSE[/]: method.glead_distance is lpips, but the AlexNet "
             f"trunk {ALEXNET_LPIPS.filename} is not in {hub_checkpoint_dir()} (or $FAL_WEIGHTS_DIR); this run's "
             f"reconstruction loss is MSE. Download {ALEXNET_LPIPS.url} there for LPIPS, or set "
             f"method.glead_distance: mse to choose MSE explicitly", soft_wrap=True)
         return mse
-    import lpips as lpips_pkg
-
-    from falcli.metrics.lpips import _read_state_dict, _trunk_from_torchvision
-
     try:
         path, _ = find_weights(ALEXNET_LPIPS.filename, None, ALEXNET_LPIPS.sha256_prefix)
     except FalError as error:  # a wrong file is an error; `fal train` has no --allow-unofficial-weights
         raise FalError(f"GLeaD's LPIPS: {str(error).split(';')[0]}; put the official file there, or set "
                        f"method.glead_distance: mse") from None
+    # keeps --help fast, and every run without GLeaD's LPIPS: lpips and torchvision load here
+    import lpips as lpips_pkg  # keeps --help fast
+
+    from falcli.metrics.lpips import _read_state_dict, _trunk_from_torchvision  # keeps --help fast
+
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`; harmless here
         warnings.simplefilter("ignore")
         model = lpips_pkg.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)

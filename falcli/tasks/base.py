@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from falcli.core.batch import Batch
 from falcli.core.feedback import Unrolled
+from falcli.methods.eqgan_sa import CODE_SIZE, fixed_code
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,6 @@ def latents_for(recipe, count: int, seed: int | None = None, generator: torch.Ge
     generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     z = torch.randn(count, recipe.model.latent_dim, generator=generator)
     if recipe.method.eqgan_sa:
-        from falcli.methods.eqgan_sa import fixed_code
-
         z = torch.cat([z, fixed_code(count, generator)], dim=1)
     return z
 
@@ -45,8 +44,6 @@ def latents_for(recipe, count: int, seed: int | None = None, generator: torch.Ge
 def latent_width(recipe) -> int:
     """Numbers per sample in G's input: Z, plus the heatmap code under EqGAN-SA."""
     if recipe.method.eqgan_sa:
-        from falcli.methods.eqgan_sa import CODE_SIZE
-
         return recipe.model.latent_dim + CODE_SIZE
     return recipe.model.latent_dim
 

@@ -169,7 +169,7 @@ class ToyTask:
         return {}
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
-        from falcli.core.plots import toy_steps_figure
+        from falcli.core.plots import toy_steps_figure  # keeps --help fast (and every run: matplotlib loads here)
 
         toy_steps_figure(batch.real, unrolled, path)
 

@@ -17,16 +17,24 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from rich.table import Table
+from rich.text import Text
 from torch import nn
 
+from falcli import __version__, resolve
 from falcli.commands.evaluate import files
-from falcli import resolve
+from falcli.commands.evaluate.fid import fid_command, protocol_lines
+from falcli.commands.sample import refuse_feedback_of_plain_gan
+from falcli.core import checkpoint, tracking
+from falcli.core.runtime import pick_device
 from falcli.errors import FalError
 from falcli.fileio import write_new_file
-from falcli.core.runtime import pick_device
-from falcli.core import tracking
 from falcli.metrics.image import SSIM_PROTOCOLS
 from falcli.metrics.segmentation import CLASS_MEANS
+from falcli.tasks import TASKS
+from falcli.tasks.base import EvaluatePaths
+from falcli.tasks.translation import evaluate as translation_eval
+from falcli.tasks.voxel import evaluate_voxel
 
 ProgressFn = Callable[[str, int, int], None]  # (description, done, total)
 MetricFn = Callable[[str, "EvaluateOptions", ProgressFn], "Evaluation"]
@@ -40,8 +48,10 @@ SELECT: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluateOptions:
+    """What `fal evaluate` was asked (keyword-only: two dozen fields are not kept apart by position)."""
+
     a: Path | None = None               # first input: outputs (folder), points (.npy); fid: folder, .npz or .pt
     b: Path | None = None               # second input: targets, label maps, true depth; fid: the reference
     ckpt: Path | None = None            # a checkpoint, or a run folder (its newest checkpoint)
@@ -81,8 +91,6 @@ class Evaluation:
     written: Path | None = None         # the JSON file written, if any
 
     def to_json(self) -> dict[str, Any]:
-        from falcli import __version__
-
         return {"metric": self.metric, "fal_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": self.inputs,
                 "checkpoint": self.checkpoint, "protocol": self.protocol, "rows": self.rows,
@@ -181,12 +189,7 @@ def title(evaluation: Evaluation) -> str:
 
 
 def print_evaluation(evaluation: Evaluation, console) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     if "label" in evaluation.protocol:  # fid: whether the value is comparable with published ones comes first
-        from falcli.commands.evaluate.fid import protocol_lines
-
         label, *details = protocol_lines(evaluation.protocol)
         console.print(label, markup=False)
         for line in details:
@@ -229,8 +232,6 @@ class Restored:
 
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint file as given, or the newest one of a run folder."""
-    from falcli.core import checkpoint
-
     return checkpoint.resolve(path)
 
 
@@ -244,16 +245,11 @@ def run_dir_of(path: Path) -> Path:
 
 def scoring_tasks(metric: str) -> tuple[str, ...]:
     """The tasks whose checkpoints `metric` scores (each task lists its metrics in checkpoint_metrics)."""
-    from falcli.tasks import TASKS
-
     return tuple(name for name, task in TASKS.items() if metric in task.checkpoint_metrics)
 
 
 def restore(metric: str, options: EvaluateOptions, any_task: bool, notes: list[str]) -> Restored:
     """Rebuild the checkpoint of --ckpt; FalError when `metric` does not score its task (unless any_task)."""
-    from falcli.core import checkpoint
-    from falcli.tasks import TASKS
-
     path = resolve_checkpoint(options.ckpt)
     device = pick_device(options.device)
     restored = resolve.restore(path, device)  # G is G_ema when the run kept one
@@ -280,8 +276,6 @@ def checkpoint_steps(requested: int | None, feedback, notes: list[str]) -> int:
     """--steps, or the recipe's sampling steps; more than were trained is allowed, with a warning."""
     if requested is None:
         return feedback.sampling_steps
-    from falcli.commands.sample import refuse_feedback_of_plain_gan
-
     refuse_feedback_of_plain_gan(requested, feedback.steps)  # as `fal sample` and `fal refine` refuse it
     if requested > feedback.steps:
         notes.append(f"--steps {requested}: the model was trained with {feedback.steps} feedback step(s); "
@@ -304,9 +298,6 @@ def _busy(progress: ProgressFn, description: str) -> Iterator[None]:
 # --- fid and kid: falcli/commands/evaluate/fid.py ---
 
 def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
-    from falcli.core import checkpoint
-    from falcli.commands.evaluate.fid import fid_command
-
     a, b = options.a, options.b
     if options.ckpt is not None:
         if b is not None:
@@ -344,9 +335,6 @@ def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
 def _translation_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
     """A translation checkpoint scored per step by the task's evaluation, keeping `metric`'s keys. Judges and
     weights are opened first, so a missing one fails at once instead of after the evaluation."""
-    from falcli.tasks import TASKS
-    from falcli.tasks.translation import evaluate as translation_eval
-
     notes: list[str] = []
     ck = restore(metric, options, False, notes)
     pairing = TASKS[ck.recipe.task].pairing(ck.recipe)
@@ -387,8 +375,6 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
 
 def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
     """evaluate_voxel per step, keeping the classifier's accuracy (the paper's ShapeNet metric)."""
-    from falcli.tasks.voxel import evaluate_voxel
-
     if options.class_name is not None:
         raise FalError("--class: a checkpoint is scored on the classes it was trained on (data.classes); "
                        "drop --class")
@@ -401,8 +387,6 @@ def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -
 
 def _toy_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
     """The toy task's metrics per step: modes covered, high-quality share, sliced Wasserstein, D's score."""
-    from falcli.tasks import TASKS
-
     notes: list[str] = []
     ck = restore(metric, options, False, notes)
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
@@ -426,9 +410,6 @@ def _checkpoint_or_files(on_checkpoint: MetricFn, on_files: FilesFn) -> MetricFn
 def _all(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
     """task.evaluate of the checkpoint's task, given --weights, --seg-weights and --judge (EvaluatePaths); a
     recipe's evaluate.metrics keeps only those metrics' keys."""
-    from falcli.tasks import TASKS
-    from falcli.tasks.base import EvaluatePaths
-
     if options.ckpt is None:
         raise FalError("`fal evaluate all` needs --ckpt CKPT (a checkpoint or its run folder)")
     notes: list[str] = []

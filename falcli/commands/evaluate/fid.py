@@ -12,34 +12,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
-from falcli.errors import FalError
-from falcli.core.feedback import unroll
-from falcli.metrics import fid as fidlib
-from falcli.metrics.coverage import coverage_metrics
 from falcli.core.runtime import pick_device
+from falcli.errors import FalError
+from falcli.metrics import fid as fidlib
+# The feature spaces, the samples of a checkpoint and the image task's evaluation live below the commands
+# (metrics/feature_space.py, tasks/generation.py, tasks/image/evaluate.py); their names stay importable here.
+from falcli.metrics.feature_space import COVERAGE_K, INCEPTION_MIN_IMAGES, FeatureSpace, add_coverage, batches, \
+    inception_space, statistics_of  # noqa: F401
 from falcli.resolve import restore
-
-INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
-COVERAGE_K = 5                          # the largest k of the k-NN balls (density and coverage)
-
-
-@dataclass
-class FeatureSpace:
-    """A feature extractor for uint8 image batches (B, 3, H, W) → (B, dims), and what it is."""
-
-    name: str                           # "inception" or "judge"
-    dims: int
-    extract: Callable[[Iterable[torch.Tensor]], np.ndarray]
-    info: dict                          # the protocol: network, weights, hash, official, resize …
-    image_size: int | None = None       # a judge scores only images of its training size
+from falcli.tasks import TASKS
+from falcli.tasks.generation import generate_steps
+from falcli.tasks.image.evaluate import evaluate_image_steps, judge_space  # noqa: F401
 
 
 @dataclass
@@ -56,37 +45,6 @@ class Side:
 
 # --- feature spaces ---
 
-def inception_space(dims: int, weights: Path | None, allow_unofficial: bool, device: torch.device,
-                    random_weights: bool = False) -> FeatureSpace:
-    model, info = fidlib.load_inception(dims, weights, allow_unofficial, random_weights, device)
-    info = {**info, "feature_space": "inception", "comparable": bool(info["official"])}
-    return FeatureSpace("inception", dims, partial(fidlib.extract_features, model=model, device=device), info)
-
-
-def judge_space(path: Path | None, device: torch.device, image_size: int | None = None) -> FeatureSpace:
-    """A judge's penultimate features; path None = the shapes judge for `image_size` (trained on first use)."""
-    from falcli.judges.classifier import judge_features, load_judge, shapes_judge
-
-    if path is None:
-        if image_size is None:
-            raise FalError("--feature-space judge needs images to know the judge's size; pass judge:PATH")
-        net, size, where = shapes_judge(image_size, device), image_size, "default shapes judge"
-    else:
-        (net, size), where = load_judge(path, device), str(path)
-    dims = net.embed.out_features
-
-    def extract(batches: Iterable[torch.Tensor]) -> np.ndarray:
-        rows = [judge_features(batch, net, device) for batch in batches]
-        if not rows:
-            raise FalError("no images to extract judge features from; check the folder is not empty")
-        return np.concatenate(rows)
-
-    info = {"feature_space": "judge", "network": f"shapes-classifier penultimate features ({where})",
-            "weights": where, "dims": dims, "resize": f"none (the judge scores {size}² images only)",
-            "official": False, "comparable": False, "note": "comparable only between runs scored by this judge"}
-    return FeatureSpace("judge", dims, extract, info, image_size=size)
-
-
 def make_feature_space(spec: str, dims: int, weights: Path | None, allow_unofficial: bool,
                        device: torch.device, image_size: int | None = None) -> FeatureSpace:
     """'inception', 'judge' (the default shapes judge) or 'judge:PATH'."""
@@ -97,56 +55,6 @@ def make_feature_space(spec: str, dims: int, weights: Path | None, allow_unoffic
     if spec.startswith("judge:"):
         return judge_space(Path(spec[len("judge:"):]), device)
     raise FalError(f"--feature-space {spec!r}: expected inception, judge or judge:PATH")
-
-
-# --- samples of a checkpoint ---
-
-@torch.no_grad()
-def generate_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                   num_samples: int, batch_size: int = 100) -> tuple[list[torch.Tensor], list[float]]:
-    """Samples of every feedback step as uint8 (N, 3, H, W) on the CPU, and D's mean logit per step.
-
-    Inputs are the task's fixed batch, so plain and FAL runs of one seed are scored on the same latents.
-    Quantised to uint8 exactly as saving PNGs would, so the FID equals that of the exported images.
-    """
-    from falcli.core.pictures import to_uint8
-    from falcli.tasks.base import Batch, latents_for
-
-    if task.dims != 2:
-        raise FalError(f"FID scores images; task {task.name!r} does not make 2D images")
-    if num_samples < 1:
-        raise FalError(f"--num-samples must be >= 1 (got {num_samples})")
-    if task.conditional:  # conditioned on the val inputs
-        inputs = task.fixed_batch(recipe, torch.device("cpu"), num_samples)
-    else:  # the fixed batch's latents, without its real images: a checkpoint is scored without its data
-        z = latents_for(recipe, num_samples, recipe.seed + 1)
-        inputs = Batch(real=z, gen_input=z)
-    images: list[list[torch.Tensor]] = [[] for _ in range(steps)]
-    logit_sums = [0.0] * steps
-    for start in range(0, num_samples, batch_size):
-        part = slice(start, start + batch_size)
-        chunk = Batch(real=inputs.real[part].to(device), gen_input=inputs.gen_input[part].to(device),
-                      condition=None if inputs.condition is None else inputs.condition[part].to(device))
-        out = unroll(G, D, chunk.gen_input, chunk.condition, steps, recipe.feedback,
-                     partial(task.discriminator_input, batch=chunk))
-        for t in range(steps):
-            images[t].append(torch.from_numpy(to_uint8(out.samples[t])).permute(0, 3, 1, 2))
-            logit_sums[t] += float(out.logits[t].float().mean(dim=tuple(range(1, out.logits[t].dim()))).sum())
-    return [torch.cat(x) for x in images], [s / num_samples for s in logit_sums]
-
-
-def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
-    return (images[i:i + batch_size] for i in range(0, len(images), batch_size))
-
-
-def _statistics(features: np.ndarray, space: FeatureSpace, what: str) -> tuple[np.ndarray, np.ndarray]:
-    if space.name == "judge" and len(features) <= space.dims:  # n points span at most n − 1 dimensions
-        raise FalError(f"{what}: {len(features)} images for the judge's {space.dims}-dim features gives a singular "
-                       f"covariance; use at least {space.dims + 1} images")
-    try:
-        return fidlib.statistics(features)
-    except FalError as error:
-        raise FalError(f"{what}: {error}") from None
 
 
 # --- the sides A and B ---
@@ -167,20 +75,18 @@ def _kind(path: Path) -> str:
 
 
 def folder_side(path: Path, space: FeatureSpace, batch_size: int, workers: int, with_stats: bool = True) -> Side:
-    batches = fidlib.image_folder_batches(path, batch_size, workers)
+    batches = fidlib.image_folderbatches(path, batch_size, workers)
     if space.image_size is not None and batches.image_size != (space.image_size, space.image_size):
         width, height = batches.image_size
         raise FalError(f"{path}: {width}×{height} images, but the judge scores {space.image_size}² images only")
     features = space.extract(batches)
-    stats = [_statistics(features, space, str(path))] if with_stats else None
+    stats = [statistics_of(features, space, str(path))] if with_stats else None
     return Side(f"folder {path} ({batches.count} images)", stats, [features], batches.count)
 
 
 def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device: torch.device,
                     steps: int | None, num_samples: int | None, batch_size: int,
                     with_stats: bool = True) -> tuple[Side, FeatureSpace]:
-    from falcli.tasks import TASKS
-
     restored = restore(path, device)  # G_ema when the run kept one
     recipe, G, D, payload = restored.recipe, restored.sampler, restored.D, restored.payload
     task = TASKS[recipe.task]
@@ -194,8 +100,8 @@ def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device
     if with_stats and len(images[0]) <= space.dims:  # before the extraction, not after it
         raise FalError(f"{path}: {len(images[0])} samples for {space.dims}-dim features gives a singular covariance; "
                        f"pass --num-samples {space.dims + 1} or more, or a smaller --dims")
-    features = [space.extract(_batches(x, batch_size)) for x in images]
-    stats = [_statistics(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)] if with_stats else None
+    features = [space.extract(batches(x, batch_size)) for x in images]
+    stats = [statistics_of(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)] if with_stats else None
     label = f"checkpoint {path} (iteration {payload['iteration']}, {restored.generator}, {num_samples} samples per step)"
     return Side(label, stats, features, num_samples, list(range(1, steps + 1))), space
 
@@ -260,7 +166,7 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
         if kind == "checkpoint":
             return checkpoint_side(path, space_for, torch_device, steps, num_samples, batch_size, with_stats)[0]
         if feature_space == "judge":  # the default judge follows the folder's image size
-            space_for(fidlib.image_folder_batches(path, batch_size).image_size[0])
+            space_for(fidlib.image_folderbatches(path, batch_size).image_size[0])
         return folder_side(path, space_for(None), batch_size, workers, with_stats)
 
     side_a = resolve(a, kinds[0])
@@ -287,7 +193,7 @@ def _planned_count(path: Path, kind: str, batch_size: int, num_samples: int | No
     """Images a side will give, when known without extracting anything (None: statistics, or a checkpoint
     scored at its recipe's sample count, which is checked once generated)."""
     if kind == "folder":
-        return fidlib.image_folder_batches(path, batch_size).count
+        return fidlib.image_folderbatches(path, batch_size).count
     if kind == "checkpoint":
         return num_samples
     return None
@@ -333,70 +239,6 @@ def _protocol(space: FeatureSpace | None, a: Side, b: Side | None) -> dict:
         info["b"] = b.label
         info["n_b"] = b.count
     return info
-
-
-# --- the image task's default evaluation ---
-
-def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
-                         num_samples: int, say=None, weights: Path | None = None,
-                         allow_unofficial: bool = False) -> list[dict[str, float]]:
-    """Per step: `d_logit` (D's mean logit on the samples), `fid_judge` (shapes data: the shapes judge's
-    feature space), `fid_inception` (when the weights are on disk, or given as `weights`, and both sides have
-    >= 2048 images). The reference is the val split (train when a prepared folder has no val split). `say`
-    receives one line per part that was skipped and why."""
-    from falcli.metrics.weights import INCEPTION_FID, _candidates, _missing_message
-    from falcli.tasks.image import load_images
-
-    if say is None:
-        from falcli.console import console
-        say = lambda message: console.print(f"note: {message}", markup=False)  # noqa: E731
-    if weights is not None and not Path(weights).is_file():  # before any work, even if too few images use it
-        raise FalError(f"--weights {weights}: no such file; {_missing_message(INCEPTION_FID.filename, INCEPTION_FID.url)}")
-    images, logits = generate_steps(task, G, D, recipe, device, steps, num_samples)
-    rows: list[dict[str, float]] = [{"d_logit": value} for value in logits]
-    reference = torch.from_numpy(np.array(load_images(recipe.data, "val")["images"])).permute(0, 3, 1, 2)
-
-    if recipe.data.source == "shapes":
-        space = judge_space(None, device, recipe.data.image_size)
-        real_features = space.extract([reference])
-        fake_features = [space.extract([x]) for x in images]
-        if min(num_samples, len(reference)) <= space.dims:  # a covariance of fewer points is singular
-            say(f"fid_judge needs more than {space.dims} images per side ({num_samples} samples, {len(reference)} "
-                f"val images); skipped: raise evaluate.num_samples and data.shapes_val")
-        else:
-            real = _statistics(real_features, space, "val split")
-            for row, fake in zip(rows, fake_features):
-                row["fid_judge"] = fidlib.frechet_distance(*_statistics(fake, space, "samples"), *real)
-        _add_coverage(rows, real_features, fake_features, "judge", say)
-
-    if weights is None and not any(p.is_file() for p in _candidates(INCEPTION_FID.filename)):
-        say(f"no Inception FID: {_missing_message(INCEPTION_FID.filename, INCEPTION_FID.url)}")
-    elif min(num_samples, len(reference)) < INCEPTION_MIN_IMAGES:
-        say(f"Inception FID needs >= {INCEPTION_MIN_IMAGES} images per side ({num_samples} samples, "
-            f"{len(reference)} references); skipped")
-    else:
-        space = inception_space(2048, weights, allow_unofficial, device)
-        if not space.info["official"]:
-            say(f"fid_inception from unofficial weights {space.info['weights']}: not comparable with published FIDs")
-        real_features = space.extract(_batches(reference, 50))
-        fake_features = [space.extract(_batches(x, 50)) for x in images]
-        real = fidlib.statistics(real_features)
-        for row, fake in zip(rows, fake_features):
-            row["fid_inception"] = fidlib.frechet_distance(*fidlib.statistics(fake), *real)
-        _add_coverage(rows, real_features, fake_features, "inception", say)
-    return rows
-
-
-def _add_coverage(rows: list[dict], real: np.ndarray, fakes: list[np.ndarray], space: str, say) -> None:
-    """Coverage next to quality, per step, in the same feature space as the FID: improved precision/recall
-    (k = 3) and density/coverage (k = 5) as `<name>_<space>` (falcli/metrics/coverage.py)."""
-    if min(len(real), *(len(f) for f in fakes)) <= COVERAGE_K:
-        say(f"precision/recall/density/coverage in {space} space need more than {COVERAGE_K} images per side; "
-            f"skipped")
-        return
-    for row, fake in zip(rows, fakes):
-        for name, value in coverage_metrics(real, fake).items():
-            row[f"{name}_{space}"] = value
 
 
 def protocol_lines(protocol: dict) -> list[str]:

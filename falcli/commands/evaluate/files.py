@@ -12,11 +12,22 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from falcli.errors import FalError
-from falcli.formats.images import IMAGE_SUFFIXES, decode_image
+from falcli.core.files import LATENTS, MANIFEST, checked_points
 from falcli.core.runtime import pick_device
-from falcli.core.files import LATENTS, MANIFEST
+from falcli.errors import FalError
+from falcli.formats.binvox import read_binvox, y_up_to_z_up
+from falcli.formats.images import IMAGE_SUFFIXES, decode_image
+from falcli.judges import JUDGES
+from falcli.judges.base import load, predict
+from falcli.judges.voxel_classifier import to_judge_resolution
+from falcli.metrics import image, lpips
+from falcli.metrics.depth import DEPTH_KEYS, depth_errors, eigen_crop_mask
+from falcli.metrics.segmentation import colors_to_train_ids, confusion, score_keys, segmentation_scores
+from falcli.metrics.toy import toy_metrics
+from falcli.tasks.toy import DataConfig, mixture_centers, sample_mixture
+from falcli.tasks.translation import evaluate as translation_eval
 
 if TYPE_CHECKING:
     from falcli.commands.evaluate.checkpoints import EvaluateOptions
@@ -35,8 +46,6 @@ TOY_DATASETS = ("ring", "grid")
 def image_pairs(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScore:
     """Outputs against targets matched by file name, on [-1, 1] images (data_range 2, as the translation task:
     PSNR and SSIM equal their values on [0, 1]; L1 is on the training loss's scale)."""
-    from falcli.metrics import image
-
     a, b = two_folders(metric, options.a, options.b, "outputs", "targets")
     pairs = match_by_name(a, b, IMAGE_SUFFIXES, IMAGE_SUFFIXES, "images")
     protocol = {"images": "RGB, uint8 mapped to [-1, 1]", "averaging": "per image, then mean over images",
@@ -71,8 +80,6 @@ def _to_pixels_chw(image: np.ndarray) -> np.ndarray:
 
 
 def _lpips_scorer(options: EvaluateOptions) -> tuple[Callable[[torch.Tensor, torch.Tensor], np.ndarray], dict]:
-    from falcli.metrics import lpips
-
     distance, info = lpips.load_lpips(weights=options.weights, device=pick_device(options.device),
                                       allow_unofficial=options.allow_unofficial_weights)
 
@@ -92,11 +99,6 @@ def _lpips_scorer(options: EvaluateOptions) -> tuple[Callable[[torch.Tensor, tor
 def fcn(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScore:
     """The FCN-score of photos against label maps matched by name; each photo is resized (bilinear) to its
     label map's size, as pix2pix's eval_cityscapes does, then segmented at the judge's size."""
-    import torch.nn.functional as F
-
-    from falcli.metrics.segmentation import confusion, score_keys, segmentation_scores
-    from falcli.tasks.translation import evaluate as translation_eval
-
     if options.seg_weights is None:
         raise FalError("fcn on folders needs --seg-weights JUDGE.pt (a segmenter: `fal train "
                        "recipes/<dataset>_segmenter.yaml` writes runs/<dataset>_segmenter/judge.pt)")
@@ -125,8 +127,6 @@ def fcn(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScor
 
 def depth(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScore:
     """Eigen et al.'s errors per map, averaged over maps; `.npy` in metres, 16-bit PNG in millimetres."""
-    from falcli.metrics.depth import DEPTH_KEYS, depth_errors, eigen_crop_mask
-
     a, b = two_folders(metric, options.a, options.b, "predicted depth maps", "true depth maps")
     pairs = match_by_name(a, b, DEPTH_SUFFIXES, DEPTH_SUFFIXES, "depth maps")
     sums, scored, notes = np.zeros(len(DEPTH_KEYS)), 0, []
@@ -158,10 +158,6 @@ def depth(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileSc
 def voxel_accuracy(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScore:
     """Share of shapes the voxel classifier assigns to --class (thresholded at 0.5, max-pooled to the judge's
     resolution), and where the others went."""
-    from falcli.judges import JUDGES
-    from falcli.judges.base import load, predict
-    from falcli.judges.voxel_classifier import to_judge_resolution
-
     if options.a is None or options.b is not None:
         raise FalError("`fal evaluate voxel-accuracy` takes one input: a folder of .binvox/.npy grids or one .npy "
                        "(or --ckpt CKPT)")
@@ -189,9 +185,6 @@ def voxel_accuracy(metric: str, options: EvaluateOptions, progress: ProgressFn) 
 def toy_points(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScore:
     """Modes covered, high-quality share and sliced Wasserstein distance (falcli/metrics/toy.py) of (N, 2)
     points; the reference is N points drawn from the mixture (seed 0)."""
-    from falcli.metrics.toy import toy_metrics
-    from falcli.tasks.toy import DataConfig, mixture_centers, sample_mixture
-
     if options.a is None or options.b is not None:
         raise FalError("`fal evaluate toy` takes one input: an .npy of (N, 2) points with --dataset ring|grid "
                        "(or --ckpt CKPT)")
@@ -276,8 +269,6 @@ def to_network(image: np.ndarray) -> torch.Tensor:
 def read_label_map(path: Path) -> np.ndarray:
     """(H, W) uint8 train ids: an 8-bit map holds them directly (255 = ignore); an RGB map is snapped to the
     nearest Cityscapes colour, void colours (black, …) giving 255 as `fal prepare cityscapes` reads them."""
-    from falcli.metrics.segmentation import colors_to_train_ids
-
     image = decode_image(path, mode=None)
     if image.mode in ("RGB", "RGBA"):
         return colors_to_train_ids(np.asarray(image.convert("RGB")))
@@ -332,8 +323,6 @@ def read_grids(path: Path, progress: ProgressFn | None = None) -> np.ndarray:
 
 
 def _grids_of(path: Path) -> list[np.ndarray]:
-    from falcli.formats.binvox import read_binvox, y_up_to_z_up
-
     if path.suffix == ".binvox":
         grid, _ = read_binvox(path)
         return [y_up_to_z_up(grid).astype(np.uint8)]
@@ -355,8 +344,6 @@ def read_points(path: Path) -> np.ndarray:
     """(N, 2) float32 points from an .npy."""
     if path.suffix != ".npy":
         raise FalError(f"{path}: toy points come as an .npy of shape (N, 2)")
-    from falcli.core.files import checked_points
-
     return checked_points(_load_npy(path), path)
 
 

@@ -16,72 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
-from falcli.nn.dims import conv_transpose_nd, norm_nd
-from falcli.core.runtime import rand_shard, randn_shard
 from falcli.core.files import ImageFiles
+from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
+from falcli.core.runtime import rand_shard, randn_shard
+from falcli.errors import FalError
+from falcli.methods.eqgan_sa import make_spatial_encoding, training_code
+from falcli.methods.glead import make_decoder
+from falcli.nn.dims import conv_transpose_nd, norm_nd
+from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA: latents, then heatmap codes
 from falcli.tasks.image.config import IMAGE_SIZES, DataConfig, ImageSource, ModelConfig, default_placement, \
     generator_stages, validate  # noqa: F401  (the sections are part of this module's API)
-from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA: latents, then heatmap codes
+from falcli.tasks.image.data import SHAPES_SEEDS, ImageDataset, load_images, to_unit_range  # noqa: F401
 
-SHAPES_SEEDS = {"train": 0, "val": 1, "test": 2}  # fixed: every run and the judge see the same shapes
 PREVIEW_COLUMNS = 16                    # samples per step shown in a sample picture
-
-
-# --- data ---
-
-def load_images(data: ImageSource, split: str) -> dict[str, np.ndarray]:
-    """A split's fields: images (N, S, S, 3) uint8 (a memmap for prepared data) and labels (N,) if present.
-
-    Prepared folders without a val split (`fal prepare images` writes train only) fall back to train when
-    val is asked for; the evaluation then compares with training images.
-    """
-    if data.source == "shapes":
-        from falcli.data.shapes import make_shapes
-
-        count = data.shapes_train if split == "train" else data.shapes_val
-        return make_shapes(count, data.image_size, SHAPES_SEEDS.get(split, SHAPES_SEEDS["test"]))
-    from falcli.formats.store import load_split, read_meta
-
-    root = Path(data.root)
-    if not (root / "meta.json").is_file():
-        raise FalError(f"data.root {root}: no prepared dataset there; make it with `fal prepare celeba --raw PATH "
-                       f"--out {root}` (or `fal prepare images`), or set data.root")
-    meta = read_meta(root)
-    if meta["kind"] != "images" or "images" not in meta["fields"]:
-        raise FalError(f"data.root {root}: a {meta['kind']!r} dataset, but the image task needs an images dataset "
-                       f"(`fal prepare celeba` or `fal prepare images`)")
-    if split not in meta["splits"] and split == "val":
-        split = "train"
-    arrays = load_split(root, split)
-    size = arrays["images"].shape[1]
-    if size != data.image_size:
-        fix = (f"set data.image_size: {size}, or prepare again with --size {data.image_size}" if size in IMAGE_SIZES
-               else f"prepare again with --size {data.image_size} (the image task trains at 32, 64 or 128)")
-        raise FalError(f"data.image_size is {data.image_size} but {root} holds {size}×{size} images; {fix}")
-    return arrays
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """uint8 images (N, S, S, 3), in memory or memmapped; `__getitems__` stacks a whole batch at once."""
-
-    def __init__(self, images: np.ndarray):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"images": torch.from_numpy(np.array(self.images[index]))}
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        return {"images": torch.from_numpy(np.ascontiguousarray(self.images[np.sort(indices)]))}
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, S, S, 3) → float (B, 3, S, S) in [-1, 1]."""
-    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 # --- networks ---
@@ -212,13 +160,9 @@ class ImageTask:
                                            out_channels=3, cond_channels=0, dims=2, seed=recipe.seed)
         # The methods' modules too, each from its own RNG stream (methods/eqgan_sa.py, methods/glead.py).
         if recipe.method.eqgan_sa:  # a SEL on the input of every convolution after the first (stage k+1, out)
-            from falcli.methods.eqgan_sa import make_spatial_encoding
-
             inputs = {k + 1: (channels, 4 * 2 ** k) for k, channels in G.stage_channels.items()}
             G.spatial = make_spatial_encoding(recipe.model.latent_dim, size, inputs, recipe.seed)
         if recipe.method.glead:  # D's decoder predicts G's features at ¼ of the image (official: 64² of 256²)
-            from falcli.methods.glead import make_decoder
-
             resolution = size // 4
             chosen = [channels for channels, side in D.block_shapes[::-1] if side <= resolution]
             D.decoder = make_decoder(chosen, G.stage_channels[generator_stages(size) - 2], resolution, recipe.seed)
@@ -231,8 +175,6 @@ class ImageTask:
             real = torch.where(flip[:, None, None, None], real.flip(3), real)
         z = randn_shard(len(real), recipe.model.latent_dim, device=real.device)
         if recipe.method.eqgan_sa:  # G's input: z, then a fresh heatmap code (methods/eqgan_sa.py)
-            from falcli.methods.eqgan_sa import training_code
-
             z = torch.cat([z, training_code(len(real), real.device)], dim=1)
         return Batch(real=real, gen_input=z)
 
@@ -253,8 +195,6 @@ class ImageTask:
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
         """Rows: real images, then for each step t its samples and D's map on them (red = fake, blue = real)."""
-        from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
-
         count = min(PREVIEW_COLUMNS, len(batch.gen_input))
         size = tuple(unrolled.samples[0].shape[2:])
         rows, labels = [list(to_uint8(batch.real[:count]))], ["real"]
@@ -277,7 +217,8 @@ class ImageTask:
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
         """Per step: mean D logit; FID in the shapes judge's feature space (shapes data); Inception FID when
         its weights are on disk and there are >= 2048 images per side. References: the val split."""
-        from falcli.commands.evaluate.fid import evaluate_image_steps
+        # keeps --help fast, and every command but evaluation: pytorch-fid and torchvision load here
+        from falcli.tasks.image.evaluate import evaluate_image_steps  # keeps --help fast
 
         paths = paths or EvaluatePaths()
         return evaluate_image_steps(self, G, D, recipe, device, steps, num_samples, say=paths.note,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from falcli.core.batch import Batch
+# Stored arrays ↔ network tensors, part of this module's API:
+from falcli.core.encoding import depth_from_network, is_depth, resize, to_network  # noqa: F401
 from falcli.core.runtime import rand_shard
 # Where the pairs come from (torch-free, for --dry-run), part of this module's API:
 from falcli.tasks.translation.source import SourceConfig, load_fields, resize_mode, source_meta, source_name, \
@@ -48,36 +49,6 @@ def make_pairs(recipe, pairing, split: str, extras: bool, count: int | None = No
 
 
 # --- on the device ---
-
-def is_depth(array: np.ndarray | torch.Tensor) -> bool:
-    """Float fields are depth maps in metres (N, S, S); images are uint8 (N, S, S, 3) or (N, S, S)."""
-    return array.dtype in (np.float32, np.float64, torch.float32, torch.float64)
-
-
-def to_network(x: torch.Tensor, depth_range: tuple[float, float] | None) -> torch.Tensor:
-    """Stored batch → (B, C, S, S) float in [-1, 1]: uint8 images /127.5 − 1; depth d ↦ 2(d−lo)/(hi−lo) − 1."""
-    if x.dtype == torch.uint8:
-        x = x.float().div(127.5).sub(1)
-    else:
-        lo, hi = depth_range
-        x = x.float().sub(lo).mul(2 / (hi - lo)).sub(1).clamp(-1, 1)
-    return x.permute(0, 3, 1, 2) if x.dim() == 4 else x.unsqueeze(1)
-
-
-def depth_from_network(x: torch.Tensor, depth_range: tuple[float, float]) -> torch.Tensor:
-    """Inverse of `to_network` for depth: [-1, 1] → metres."""
-    lo, hi = depth_range
-    return x.float().clamp(-1, 1).add(1).mul((hi - lo) / 2).add(lo)
-
-
-def resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """(B, C, H, W) → (B, C, size, size); bicubic overshoot is clipped back into [-1, 1]."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    if mode == "nearest":
-        return F.interpolate(x, size=(size, size), mode="nearest")
-    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
-
 
 def jitter(images: list[torch.Tensor], modes: list[str], image_size: int, load_size: int | None,
            flip: bool) -> list[torch.Tensor]:

@@ -20,7 +20,6 @@ from falcli.tasks.base import Batch, EvaluatePaths
 from falcli.tasks.translation import data as paired
 from falcli.tasks.translation.config import DataConfig, ModelConfig, Pairing, default_placement, \
     patch_map_size, resolve_pairing, validate  # noqa: F401  (the sections are part of this module's API)
-from falcli.tasks.translation.evaluate import evaluate_translation
 from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator, decoder_stage_channels
 
 PICTURE_ROWS = 8  # sample pairs shown in a picture (each as an image row and a D-map row)
@@ -109,6 +108,9 @@ class TranslationTask:
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
+        # keeps --help fast, and every command but evaluation: lpips, torchvision and scikit-image load here
+        from falcli.tasks.translation.evaluate import evaluate_translation  # keeps --help fast
+
         paths = paths or EvaluatePaths()
         return evaluate_translation(G, D, recipe, device, steps, num_samples, lpips_weights=paths.weights,
                                     seg_weights=paths.seg_weights, note=paths.note,

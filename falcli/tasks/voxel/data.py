@@ -10,7 +10,10 @@ import numpy as np
 import torch
 
 from falcli.core.files import occupancy  # noqa: F401  (part of this module's API)
+from falcli.data.primitives import PRIMITIVE_CLASSES, make_primitives
 from falcli.errors import FalError
+from falcli.formats.binvox import downsample
+from falcli.formats.store import load_split, read_meta
 from falcli.tasks.voxel.config import RESOLUTIONS, DataConfig  # noqa: F401  (part of this module's API)
 
 PRIMITIVES_SEEDS = {"train": 0, "val": 1}  # fixed: every run and the judge see the same built-in shapes
@@ -31,8 +34,6 @@ class VoxelSet:
 
     def grids(self, rows: np.ndarray | list[int]) -> np.ndarray:
         """Selected items `rows` (positions in `index`) as (k, R, R, R) uint8, max-pooled to the resolution."""
-        from falcli.formats.binvox import downsample
-
         rows = self.index[np.asarray(rows, dtype=np.int64)]
         order = np.argsort(rows, kind="stable")  # memmaps read fastest in file order
         grids = np.empty((len(rows), *self.voxels.shape[1:]), np.uint8)
@@ -51,8 +52,6 @@ class VoxelSet:
 def class_names(data: DataConfig) -> list[str]:
     """Every class of the data source, in label order (the built-in list, or the prepared meta's)."""
     if data.source == "primitives":
-        from falcli.data.primitives import PRIMITIVE_CLASSES
-
         return list(PRIMITIVE_CLASSES)
     return list(_prepared_meta(data.root)["classes"])
 
@@ -60,16 +59,12 @@ def class_names(data: DataConfig) -> list[str]:
 def load_voxels(data: DataConfig, split: str) -> VoxelSet:
     """The `split` voxels of the selected classes: generated primitives, or a prepared dataset (memmapped)."""
     if data.source == "primitives":
-        from falcli.data.primitives import make_primitives
-
         if split not in PRIMITIVES_SEEDS:
             raise FalError(f"the built-in primitives have no {split!r} split (use train or val)")
         count = data.primitives_train if split == "train" else data.primitives_val
         raw = make_primitives(count, max(32, data.resolution), PRIMITIVES_SEEDS[split],
                               list(data.classes) if data.classes else None)
         return VoxelSet(raw["voxels"], raw["labels"], np.arange(count), class_names(data), data.resolution)
-
-    from falcli.formats.store import load_split
 
     check_classes(data)
     meta = _prepared_meta(data.root)
@@ -94,8 +89,6 @@ def load_voxels(data: DataConfig, split: str) -> VoxelSet:
 
 def _prepared_meta(root: Path) -> dict:
     """meta.json of a prepared voxel dataset, with the hint to make one when it is missing or another kind."""
-    from falcli.formats.store import read_meta
-
     if not (Path(root) / "meta.json").is_file():
         raise FalError(f"data.root {root}: no prepared dataset there; make it with `fal prepare shapenet "
                        f"--raw PATH --out {root} --classes airplane,car,vessel`")

@@ -7,9 +7,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from falcli.errors import FalError
 from falcli.core.feedback import unroll
+from falcli.errors import FalError
+from falcli.judges.base import predict
+from falcli.judges.voxel_classifier import judge_for, to_judge_resolution
 from falcli.metrics.coverage import coverage_metrics
+from falcli.metrics.voxel import voxel_metrics
 from falcli.tasks.voxel.data import check_classes, class_names, load_voxels, occupancy
 
 
@@ -42,10 +45,6 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
     accuracy = share of generated shapes the judge assigns to a class the GAN was trained on (with one class,
     as in the paper, that class). The judge is `judge_path`, or found/trained by `judges.voxel_classifier`.
     """
-    from falcli.judges.base import predict
-    from falcli.judges.voxel_classifier import judge_for, to_judge_resolution
-    from falcli.metrics.voxel import voxel_metrics
-
     data = recipe.data
     check_classes(data)  # before a judge is trained for nothing
     net, judge_recipe, judge_names = judge_for(data, device, judge_path)

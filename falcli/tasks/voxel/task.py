@@ -15,10 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.core.files import VoxelFiles
+from falcli.core.pictures import heatmap, save_png, tile
+from falcli.core.render import render_voxels
 from falcli.core.runtime import randn_shard
+from falcli.errors import FalError
+from falcli.formats.binvox import write_binvox, z_up_to_y_up
 from falcli.tasks.base import Batch, EvaluatePaths
 from falcli.tasks.voxel.config import validate
 from falcli.tasks.voxel.data import DataConfig, VoxelDataset, load_voxels, occupancy
@@ -33,9 +36,6 @@ EXPORT_FORMATS = ("binvox", "npy")
 
 def steps_picture(real: torch.Tensor, unrolled: Unrolled, columns: int = 8, size: int = 96) -> np.ndarray:
     """Rows: real grids, then per step t the samples and D's map seen from above (mean over z; red = fake)."""
-    from falcli.core.pictures import heatmap, tile
-    from falcli.core.render import render_voxels
-
     def renders(grids: np.ndarray) -> list[np.ndarray]:
         return [render_voxels(g, size) for g in grids[:columns]]
 
@@ -51,8 +51,6 @@ def export_samples(samples: torch.Tensor, out_dir: Path, fmt: str,
                    latents: torch.Tensor | None = None) -> list[Path]:
     """Write samples (N, 1, R, R, R) thresholded at 0.5: `binvox` = one sample-NNNNNN.binvox each, `npy` = one
     samples.npy (N, R, R, R) uint8 in fal's (x, y, z) axes, z up; .binvox files stand on y, as binvox's own. Latents, when given, go to latents.npy (for `fal refine`)."""
-    from falcli.formats.binvox import write_binvox, z_up_to_y_up
-
     if fmt not in EXPORT_FORMATS:
         raise FalError(f"export format {fmt!r}: choose {' or '.join(EXPORT_FORMATS)}")
     out_dir = Path(out_dir)
@@ -120,8 +118,6 @@ class VoxelTask:
         return {}
 
     def save_samples(self, unrolled: Unrolled, batch: Batch, path: Path) -> None:
-        from falcli.core.pictures import save_png
-
         save_png(steps_picture(batch.real, unrolled), path)
 
     def evaluation_pool(self, recipe) -> int | None:
