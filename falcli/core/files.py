@@ -157,29 +157,38 @@ KINDS = {".binvox": "voxel grids (.binvox)", ".npy": "arrays (.npy)",
 
 
 def list_files(folder: Path, files: Files, role: str = "--input", task: str | None = None) -> dict[str, Path]:
-    """{stem: path} of the folder's sample files, sorted by name; FalError when it is missing, empty of
-    them (naming what it holds instead, and the checkpoint's `task`), or when two files share a name."""
+    """{stem: path} of the folder's sample files (`files.suffixes`), sorted by name; see list_by_stem."""
+    return list_by_stem(folder, files.suffixes, files.what, role, task)
+
+
+def list_by_stem(folder: Path, suffixes: tuple[str, ...], what: str, role: str = "",
+                 task: str | None = None) -> dict[str, Path]:
+    """{stem: path} of the folder's files with one of `suffixes`, sorted by name (the one folder listing of
+    `fal refine` and `fal evaluate`); hidden files and what `fal sample` writes beside its samples are not
+    samples. FalError when the folder is missing, empty of them (naming what it holds instead, and the
+    checkpoint's `task`), or when two files share a name."""
     folder = Path(folder)
+    where = f"{role} {folder}" if role else str(folder)
     if not folder.is_dir():
-        raise FalError(f"{role} {folder}: no such folder")
+        raise FalError(f"{where}: no such folder")
     found: dict[str, Path] = {}
     others: set[str] = set()
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith(".") or path.name in (LATENTS, MANIFEST):
             continue  # what continues fal's samples is not a sample
         suffix = path.suffix.lower()
-        if suffix not in files.suffixes:
+        if suffix not in suffixes:
             others.add(KINDS.get(suffix, f"{suffix or 'extensionless'} files"))
             continue
         if path.stem in found:
-            raise FalError(f"{role} {folder}: {found[path.stem].name} and {path.name} share the name "
-                           f"{path.stem!r}; keep one of them")
+            raise FalError(f"{where}: {found[path.stem].name} and {path.name} share the name {path.stem!r}; keep "
+                           f"one of them (files are matched by name)")
         found[path.stem] = path
     if not found:
         held = f"; it holds {', '.join(sorted(others))}" if others else ""
         if others and task:
             held += f"; --ckpt is a checkpoint of task {task!r} (is it the right one?)"
-        raise FalError(f"{role} {folder}: no {files.what} ({', '.join(files.suffixes)}) in it{held}")
+        raise FalError(f"{where}: no {what} in this folder (looked for {', '.join(suffixes)}){held}")
     return found
 
 

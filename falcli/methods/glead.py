@@ -21,7 +21,7 @@ from torch import nn
 
 from falcli.console import error_console
 from falcli.errors import FalError
-from falcli.metrics.weights import ALEXNET_LPIPS, _candidates, find_weights, hub_checkpoint_dir
+from falcli.metrics import weights  # weights.ALEXNET_LPIPS read at use: tests substitute the spec
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 3, H, W) ×2 in [-1, 1] → (B,)
 
@@ -88,15 +88,15 @@ def distance_for(kind: str, device: torch.device) -> Distance:
 
 
 def _lpips_or_mse(device: torch.device) -> Distance:
-    if not any(p.is_file() for p in _candidates(ALEXNET_LPIPS.filename)):
+    if not any(p.is_file() for p in weights._candidates(weights.ALEXNET_LPIPS.filename)):
         error_console.print(
             f"[bold yellow]warning: GLeaD falls back to MSE[/]: method.glead_distance is lpips, but the AlexNet "
-            f"trunk {ALEXNET_LPIPS.filename} is not in {hub_checkpoint_dir()} (or $FAL_WEIGHTS_DIR); this run's "
-            f"reconstruction loss is MSE. Download {ALEXNET_LPIPS.url} there for LPIPS, or set "
+            f"trunk {weights.ALEXNET_LPIPS.filename} is not in {weights.hub_checkpoint_dir()} (or $FAL_WEIGHTS_DIR); "
+            f"this run's reconstruction loss is MSE. Download {weights.ALEXNET_LPIPS.url} there for LPIPS, or set "
             f"method.glead_distance: mse to choose MSE explicitly", soft_wrap=True)
         return mse
     try:
-        path, _ = find_weights(ALEXNET_LPIPS.filename, None, ALEXNET_LPIPS.sha256_prefix)
+        path, _ = weights.find_weights(weights.ALEXNET_LPIPS.filename, None, weights.ALEXNET_LPIPS.sha256_prefix)
     except FalError as error:  # a wrong file is an error; `fal train` has no --allow-unofficial-weights
         raise FalError(f"GLeaD's LPIPS: {str(error).split(';')[0]}; put the official file there, or set "
                        f"method.glead_distance: mse") from None

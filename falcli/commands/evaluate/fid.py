@@ -75,7 +75,7 @@ def _kind(path: Path) -> str:
 
 
 def folder_side(path: Path, space: FeatureSpace, batch_size: int, workers: int, with_stats: bool = True) -> Side:
-    batches = fidlib.image_folderbatches(path, batch_size, workers)
+    batches = fidlib.image_folder_batches(path, batch_size, workers)
     if space.image_size is not None and batches.image_size != (space.image_size, space.image_size):
         width, height = batches.image_size
         raise FalError(f"{path}: {width}×{height} images, but the judge scores {space.image_size}² images only")
@@ -166,7 +166,7 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
         if kind == "checkpoint":
             return checkpoint_side(path, space_for, torch_device, steps, num_samples, batch_size, with_stats)[0]
         if feature_space == "judge":  # the default judge follows the folder's image size
-            space_for(fidlib.image_folderbatches(path, batch_size).image_size[0])
+            space_for(fidlib.image_folder_batches(path, batch_size).image_size[0])
         return folder_side(path, space_for(None), batch_size, workers, with_stats)
 
     side_a = resolve(a, kinds[0])
@@ -193,7 +193,7 @@ def _planned_count(path: Path, kind: str, batch_size: int, num_samples: int | No
     """Images a side will give, when known without extracting anything (None: statistics, or a checkpoint
     scored at its recipe's sample count, which is checked once generated)."""
     if kind == "folder":
-        return fidlib.image_folderbatches(path, batch_size).count
+        return fidlib.image_folder_batches(path, batch_size).count
     if kind == "checkpoint":
         return num_samples
     return None

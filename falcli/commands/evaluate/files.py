@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from falcli.core.files import LATENTS, MANIFEST, checked_points
+from falcli.core.files import checked_points, list_by_stem
 from falcli.core.runtime import pick_device
 from falcli.errors import FalError
 from falcli.formats.binvox import read_binvox, y_up_to_z_up
@@ -216,29 +216,11 @@ def two_folders(metric: str, a: Path | None, b: Path | None, what_a: str, what_b
     return a, b
 
 
-SAMPLE_BOOKKEEPING = (LATENTS, MANIFEST)  # what `fal sample` writes next to the samples: not samples
-
-
-def listing(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
-    """{file stem: path} of the folder's files with one of `suffixes`; FalError when none, or two share a stem."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in suffixes or path.name in SAMPLE_BOOKKEEPING:
-            continue
-        if path.stem in found:
-            raise FalError(f"{folder}: {found[path.stem].name} and {path.name} share the name {path.stem!r}; keep "
-                           f"one (files are matched by name)")
-        found[path.stem] = path
-    if not found:
-        raise FalError(f"{folder}: no {what} in this folder (looked for {', '.join(suffixes)})")
-    return found
-
-
 def match_by_name(a: Path, b: Path, suffixes_a: tuple[str, ...], suffixes_b: tuple[str, ...],
                   what: str) -> list[tuple[str, Path, Path]]:
     """(name, file in a, file in b) for every name, matched by stem (out/x.png ↔ targets/x.jpg); FalError
     unless both folders hold exactly the same names."""
-    files_a, files_b = listing(a, suffixes_a, what), listing(b, suffixes_b, what)
+    files_a, files_b = list_by_stem(a, suffixes_a, what), list_by_stem(b, suffixes_b, what)
     only_a, only_b = sorted(files_a.keys() - files_b.keys()), sorted(files_b.keys() - files_a.keys())
     if only_a or only_b:
         parts = [f"{len(names)} only in {folder} (e.g. {files[names[0]].name})"
@@ -309,7 +291,7 @@ def read_grids(path: Path, progress: ProgressFn | None = None) -> np.ndarray:
     probabilities are thresholded at 0.5 (as the voxel task's shapes)."""
     if not path.exists():
         raise FalError(f"{path}: no such file or folder")
-    files = list(listing(path, VOXEL_SUFFIXES, "voxel grids").values()) if path.is_dir() else [path]
+    files = list(list_by_stem(path, VOXEL_SUFFIXES, "voxel grids").values()) if path.is_dir() else [path]
     grids: list[np.ndarray] = []
     for done, file in enumerate(files, start=1):
         grids.extend(_grids_of(file))
