@@ -42,8 +42,9 @@ def user_errors(command: Callable) -> Callable:
         except (KeyboardInterrupt, Terminated) as stop:
             from falcli.console import print_error  # keeps --help fast
 
-            print_error("interrupted; what was finished is kept (a run continues from its last checkpoint with "
-                        "--resume auto)")
+            # What stopped may say how it goes on (a judge trained on demand resumes by itself, not with a flag).
+            hint = getattr(stop, "resume_hint", None) or "a run continues from its last checkpoint with --resume auto"
+            print_error(f"interrupted; what was finished is kept ({hint})")
             raise typer.Exit(code=stop.code if isinstance(stop, Terminated) else 130) from None
         except OSError as error:
             # Outputs on a read-only mount, a full disk, a folder without permission: the path and the reason,

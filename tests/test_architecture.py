@@ -44,10 +44,6 @@ UPWARD = {
 
 # Same-layer cycles still in the code (through imports inside functions); they may only shrink.
 KNOWN_CYCLES = [
-    # judges train themselves on demand (classifier → run → the JUDGES registry → classifier), and load()
-    # looks the registry up: to go with a judges/provision.py called by commands only
-    ["falcli.judges", "falcli.judges.base", "falcli.judges.classifier", "falcli.judges.run",
-     "falcli.judges.voxel_classifier"],
     # the comparison page reuses the single-run page's pieces, and `fal report` dispatches to it
     ["falcli.commands.report", "falcli.commands.report_compare"],
     # evaluate_translation looks its task up in TASKS; the task calls evaluate_translation
@@ -60,8 +56,8 @@ INNER = {
     "falcli.commands.ablate": 7, "falcli.commands.edit_heatmaps": 4, "falcli.commands.evaluate.checkpoints": 16,
     "falcli.commands.evaluate.fid": 8, "falcli.commands.evaluate.files": 13, "falcli.commands.refine": 9,
     "falcli.commands.report": 5, "falcli.commands.sample": 3, "falcli.commands.toy_experiment": 2,
-    "falcli.config": 4, "falcli.core.checkpoint": 2, "falcli.core.files": 5, "falcli.judges.base": 3,
-    "falcli.judges.classifier": 4, "falcli.judges.voxel_classifier": 3, "falcli.methods": 3,
+    "falcli.config": 4, "falcli.core.checkpoint": 2, "falcli.core.files": 5, "falcli.judges.classifier": 1,
+    "falcli.methods": 3,
     "falcli.methods.eqgan_sa": 1, "falcli.methods.glead": 3, "falcli.tasks.base": 2, "falcli.tasks.image.task": 7,
     "falcli.tasks.toy": 1, "falcli.tasks.translation.data": 1, "falcli.tasks.translation.evaluate": 5,
     "falcli.tasks.translation.task": 1, "falcli.tasks.voxel.data": 6, "falcli.tasks.voxel.evaluate": 3,

@@ -22,9 +22,12 @@ from torch import nn
 
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
+from falcli.judges import provision
 from falcli.metrics import fid as fidlib
 from falcli.metrics.coverage import coverage_metrics
 from falcli.core.runtime import pick_device
+from falcli.tasks.base import JudgeNeed
+from falcli.tasks.image.task import IMAGE_SIZES
 
 INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
 COVERAGE_K = 5                          # the largest k of the k-NN balls (density and coverage)
@@ -64,14 +67,13 @@ def inception_space(dims: int, weights: Path | None, allow_unofficial: bool, dev
 
 def judge_space(path: Path | None, device: torch.device, image_size: int | None = None) -> FeatureSpace:
     """A judge's penultimate features; path None = the shapes judge for `image_size` (trained on first use)."""
-    from falcli.judges.classifier import judge_features, load_judge, shapes_judge
+    from falcli.judges.classifier import judge_features, load_judge
 
     if path is None:
-        if image_size is None:
-            raise FalError("--feature-space judge needs images to know the judge's size; pass judge:PATH")
-        net, size, where = shapes_judge(image_size, device), image_size, "default shapes judge"
+        path, where = default_shapes_judge(image_size, device), "default shapes judge"
     else:
-        (net, size), where = load_judge(path, device), str(path)
+        where = str(path)
+    net, size = load_judge(path, device)
     dims = net.embed.out_features
 
     def extract(batches: Iterable[torch.Tensor]) -> np.ndarray:
@@ -81,9 +83,21 @@ def judge_space(path: Path | None, device: torch.device, image_size: int | None 
         return np.concatenate(rows)
 
     info = {"feature_space": "judge", "network": f"shapes-classifier penultimate features ({where})",
-            "weights": where, "dims": dims, "resize": f"none (the judge scores {size}² images only)",
+            "weights": str(path), "dims": dims, "resize": f"none (the judge scores {size}² images only)",
             "official": False, "comparable": False, "note": "comparable only between runs scored by this judge"}
     return FeatureSpace("judge", dims, extract, info, image_size=size)
+
+
+def default_shapes_judge(image_size: int | None, device: torch.device) -> Path:
+    """The shapes judge for `image_size`-pixel images, from the user cache or trained there now; refused before
+    anything is trained where it cannot apply."""
+    if image_size is None:
+        raise FalError("--feature-space judge needs images to know the judge's size; pass judge:PATH")
+    if image_size not in IMAGE_SIZES:
+        raise FalError(f"--feature-space judge: the shapes judge scores {', '.join(f'{s}²' for s in IMAGE_SIZES)} "
+                       f"images, but these are {image_size}²; use --feature-space inception")
+    need = JudgeNeed("judge", "shapes_classifier.yaml", {"data.image_size": image_size})
+    return provision.provide(provision.judge_recipe(need), device)
 
 
 def make_feature_space(spec: str, dims: int, weights: Path | None, allow_unofficial: bool,
@@ -246,6 +260,18 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
                   (a, b), dims if with_stats and feature_space == "inception" else None,
                   kid_subset_size if kid and not save_stats else None)
 
+    if feature_space == "judge":  # the default judge must fit every folder before one is trained or read
+        sizes = {path: fidlib.image_folder_batches(path, batch_size).image_size
+                 for path, kind in zip((a, b), kinds) if kind == "folder"}
+        for path, (width, height) in sizes.items():
+            if width != height or width not in IMAGE_SIZES:
+                raise FalError(f"--feature-space judge: the shapes judge scores "
+                               f"{', '.join(f'{s}²' for s in IMAGE_SIZES)} images, but {path} holds {width}×{height} "
+                               f"images; use --feature-space inception")
+        if len(set(sizes.values())) > 1:
+            (pa, sa), (pb, sb) = sizes.items()
+            raise FalError(f"{pa} holds {sa[0]}×{sa[1]} images but {pb} {sb[0]}×{sb[1]}; a judge scores one size")
+
     built: list[FeatureSpace] = []
 
     def space_for(image_size: int | None) -> FeatureSpace:  # built once, when the first images need it
@@ -339,11 +365,12 @@ def _protocol(space: FeatureSpace | None, a: Side, b: Side | None) -> dict:
 
 def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                          num_samples: int, say=None, weights: Path | None = None,
-                         allow_unofficial: bool = False) -> list[dict[str, float]]:
-    """Per step: `d_logit` (D's mean logit on the samples), `fid_judge` (shapes data: the shapes judge's
-    feature space), `fid_inception` (when the weights are on disk, or given as `weights`, and both sides have
-    >= 2048 images). The reference is the val split (train when a prepared folder has no val split). `say`
-    receives one line per part that was skipped and why."""
+                         allow_unofficial: bool = False, judge: Path | None = None) -> list[dict[str, float]]:
+    """Per step: `d_logit` (D's mean logit on the samples), `fid_judge` (in the feature space of `judge`, a
+    shapes-classifier judge.pt: `fal evaluate` gives the default one for shapes runs), `fid_inception` (when
+    the weights are on disk, or given as `weights`, and both sides have >= 2048 images). The reference is the
+    val split (train when a prepared folder has no val split). `say` receives one line per part that was
+    skipped and why."""
     from falcli.metrics.weights import INCEPTION_FID, _candidates, _missing_message
     from falcli.tasks.image import load_images
 
@@ -352,12 +379,18 @@ def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch
         say = lambda message: console.print(f"note: {message}", markup=False)  # noqa: E731
     if weights is not None and not Path(weights).is_file():  # before any work, even if too few images use it
         raise FalError(f"--weights {weights}: no such file; {_missing_message(INCEPTION_FID.filename, INCEPTION_FID.url)}")
+    space = judge_space(Path(judge), device) if judge is not None else None
+    if space is not None and space.image_size != recipe.data.image_size:
+        raise FalError(f"{judge}: a judge for {space.image_size}² images, but this run makes "
+                       f"{recipe.data.image_size}² images; pass a judge trained at that size")
     images, logits = generate_steps(task, G, D, recipe, device, steps, num_samples)
     rows: list[dict[str, float]] = [{"d_logit": value} for value in logits]
     reference = torch.from_numpy(np.array(load_images(recipe.data, "val")["images"])).permute(0, 3, 1, 2)
 
-    if recipe.data.source == "shapes":
-        space = judge_space(None, device, recipe.data.image_size)
+    if space is None and recipe.data.source == "shapes":
+        say("no fid_judge: no shapes judge given (`fal evaluate` trains the default one on first use; or pass "
+            "--judge PATH)")
+    elif space is not None:
         real_features = space.extract([reference])
         fake_features = [space.extract([x]) for x in images]
         if min(num_samples, len(reference)) <= space.dims:  # a covariance of fewer points is singular

@@ -23,7 +23,7 @@ from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.nn.dims import conv_transpose_nd, norm_nd
 from falcli.core.runtime import rand_shard, randn_shard
 from falcli.core.files import ImageFiles
-from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA: latents, then heatmap codes
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed, latents_for  # under EqGAN-SA: latents, then heatmap codes
 
 IMAGE_SIZES = (32, 64, 128)
 SHAPES_SEEDS = {"train": 0, "val": 1, "test": 2}  # fixed: every run and the judge see the same shapes
@@ -341,12 +341,19 @@ class ImageTask:
     def condition_files(self, recipe) -> None:
         return None
 
+    def judge_needs(self, recipe) -> tuple[JudgeNeed, ...]:
+        """Shapes data: the shapes classifier at the run's image size, for fid_judge (no download needed)."""
+        if recipe.data.source != "shapes":
+            return ()
+        return (JudgeNeed("judge", "shapes_classifier.yaml", {"data.image_size": recipe.data.image_size}),)
+
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
-        """Per step: mean D logit; FID in the shapes judge's feature space (shapes data); Inception FID when
+        """Per step: mean D logit; FID in the shapes judge's feature space (paths.judge); Inception FID when
         its weights are on disk and there are >= 2048 images per side. References: the val split."""
         from falcli.commands.evaluate.fid import evaluate_image_steps
 
         paths = paths or EvaluatePaths()
         return evaluate_image_steps(self, G, D, recipe, device, steps, num_samples, say=paths.note,
-                                    weights=paths.weights, allow_unofficial=paths.allow_unofficial_weights)
+                                    weights=paths.weights, allow_unofficial=paths.allow_unofficial_weights,
+                                    judge=paths.judge)

@@ -33,11 +33,6 @@ NUM_CLASSES = 19                         # Cityscapes train ids
 SCORE_KEYS = score_keys("pix2pix")      # the FCN-score's keys under pix2pix's class means
 
 
-def default_segmenter_path(dataset_name: str) -> Path:
-    """Where `fal train recipes/<dataset>_segmenter.yaml` leaves its judge."""
-    return Path("runs") / f"{dataset_name}_segmenter" / "judge.pt"
-
-
 def _warn(message: str) -> None:
     from falcli.console import error_console
 
@@ -54,8 +49,8 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
 
     lpips_weights: AlexNet file for LPIPS (None = search $FAL_WEIGHTS_DIR and the torch hub cache), refused
     when its SHA-256 is not the official one unless allow_unofficial_weights.
-    seg_weights: a segmenter judge.pt (None = runs/<dataset>_segmenter/judge.pt if it exists; a path given
-    explicitly must load). note: receives one line per metric that was skipped and why (default: a warning).
+    seg_weights: a segmenter judge.pt (None: no FCN-score, with a note; `fal evaluate` fills it from the task's
+    judge_needs). note: receives one line per metric that was skipped and why (default: a warning).
     """
     from falcli.tasks import TASKS
 
@@ -163,16 +158,14 @@ def _open_lpips(weights: Path | None, device: torch.device, size: int, note,
 
 
 def _open_segmenter(path: Path | None, pairing, device: torch.device, note):
-    """The segmenter judge as (net, its input size); None (with a note) when the default one is absent."""
-    from falcli.judges.base import load
+    """The segmenter judge as (net, its input size); None (with a note) when none is given."""
+    from falcli.judges import base, segmenter
 
-    explicit = path is not None
-    path = Path(path) if explicit else default_segmenter_path(pairing.name)
-    if not explicit and not path.is_file():
-        note(f"FCN-score unavailable: no segmenter judge at {path}; train one with "
-             f"`fal train recipes/{pairing.name}_segmenter.yaml`, or pass --seg-weights PATH")
+    if path is None:
+        note(f"FCN-score unavailable: no segmenter judge; `fal evaluate` trains one on first use where fal ships "
+             f"recipes/{pairing.name}_segmenter.yaml, or pass --seg-weights PATH")
         return None
-    net, judge_recipe, _ = load(path, device, expect="segmenter")
+    net, judge_recipe, _ = base.load(path, device, segmenter.JUDGE)
     if judge_recipe.model.classes != NUM_CLASSES:
         raise FalError(f"{path}: a segmenter of {judge_recipe.model.classes} classes; the FCN-score needs the "
                        f"{NUM_CLASSES} Cityscapes train ids")
