@@ -434,8 +434,10 @@ def evaluate(
     feature_space: Annotated[str, typer.Option(help="fid/kid: inception, judge or judge:PATH")] = "inception",
     batch_size: Annotated[int, typer.Option(help="fid/kid: images per forward pass")] = 50,
     workers: Annotated[int | None, typer.Option(min=0, help="fid/kid: image-decoding processes")] = None,
-    seg_weights: Annotated[Path | None, typer.Option(help="fcn: a segmenter judge.pt")] = None,
-    judge: Annotated[Path | None, typer.Option(help="voxel-accuracy: a voxel-classifier judge.pt")] = None,
+    seg_weights: Annotated[Path | None, typer.Option(help="fcn: a segmenter judge.pt [default: trained on "
+                                                      "first use into the user cache]")] = None,
+    judge: Annotated[Path | None, typer.Option(help="voxel-accuracy, all: a voxel- or shapes-classifier judge.pt "
+                                                "[default: trained on first use into the user cache]")] = None,
     class_name: Annotated[str | None, typer.Option("--class", help="voxel-accuracy on files: the shapes' "
                                                                    "class")] = None,
     dataset: Annotated[str | None, typer.Option(help="toy on an .npy of points: ring or grid")] = None,
