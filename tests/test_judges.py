@@ -232,7 +232,7 @@ def noise_judge(tmp_path_factory):
     recipe = recipe_from_dict({"task": "voxel-classifier", "name": "j",
                                "data": {"resolution": 16, "primitives_train": 64, "primitives_val": 32},
                                "model": {"channels": 4, "depth": 2, "features": 16},
-                               "train": {"iterations": 60, "batch_size": 16, "lr": 3e-3, "log_every": 10}})
+                               "train": {"iterations": 120, "batch_size": 16, "lr": 3e-3, "log_every": 20}})
     path = fit(VOXEL_JUDGE, recipe, tmp_path_factory.mktemp("noise-judge"), CPU)
     net, recipe, payload = load(path, CPU, VOXEL_JUDGE)
     return path, net, recipe, payload

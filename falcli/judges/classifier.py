@@ -46,14 +46,14 @@ class ConvClassifier(nn.Module):
     """
 
     def __init__(self, in_channels: int, classes: int, dims: int, channels: int = 32, depth: int = 3,
-                 features: int = 128):
+                 features: int = 128, norm: str = "batch"):
         super().__init__()
-        layers = [conv_nd(dims, in_channels, channels, 3), norm_nd(dims, "batch", channels), nn.ReLU()]
+        layers = [conv_nd(dims, in_channels, channels, 3), norm_nd(dims, norm, channels), nn.ReLU()]
         width = channels
         for _ in range(depth):
             out = min(width * 2, 256)
-            layers += [conv_nd(dims, width, out, 3, stride=2), norm_nd(dims, "batch", out), nn.ReLU(),
-                       conv_nd(dims, out, out, 3), norm_nd(dims, "batch", out), nn.ReLU()]
+            layers += [conv_nd(dims, width, out, 3, stride=2), norm_nd(dims, norm, out), nn.ReLU(),
+                       conv_nd(dims, out, out, 3), norm_nd(dims, norm, out), nn.ReLU()]
             width = out
         self.trunk = nn.Sequential(*layers)
         self.embed = nn.Linear(width, features)
