@@ -19,7 +19,7 @@ from falcli.judges import voxel_classifier
 from falcli.judges.base import fit
 from falcli.nn.spatial_transform import AdaptiveSpatialTransform
 from falcli.tasks import TASKS
-from falcli.tasks.voxel import DataConfig, evaluate_voxel, export_samples
+from falcli.tasks.voxel import evaluate_voxel, export_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = TASKS["voxel"]
