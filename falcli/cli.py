@@ -55,8 +55,9 @@ def user_errors(command: Callable) -> Callable:
         except (KeyboardInterrupt, Terminated) as stop:
             from falcli.console import print_error  # keeps --help fast
 
-            print_error("interrupted; what was finished is kept (a run continues from its last checkpoint with "
-                        "--resume auto)")
+            # What stopped may say how it goes on (a judge trained on demand resumes by itself, not with a flag).
+            hint = getattr(stop, "resume_hint", None) or "a run continues from its last checkpoint with --resume auto"
+            print_error(f"interrupted; what was finished is kept ({hint})")
             raise typer.Exit(code=stop.code if isinstance(stop, Terminated) else 130) from None
         except OSError as error:
             # Outputs on a read-only mount, a full disk, a folder without permission: the path and the reason,
@@ -422,8 +423,10 @@ def evaluate(
     feature_space: Annotated[str, typer.Option(help="fid/kid: inception, judge or judge:PATH")] = "inception",
     batch_size: Annotated[int, typer.Option(help="fid/kid: images per forward pass")] = 50,
     workers: Annotated[int | None, typer.Option(min=0, metavar="<int>", help="fid/kid: image-decoding processes")] = None,
-    seg_weights: Annotated[Path | None, typer.Option(help="fcn: a segmenter judge.pt")] = None,
-    judge: Annotated[Path | None, typer.Option(help="voxel-accuracy: a voxel-classifier judge.pt")] = None,
+    seg_weights: Annotated[Path | None, typer.Option(help="fcn: a segmenter judge.pt \\[default: trained on "
+                                                      "first use into the user cache]")] = None,
+    judge: Annotated[Path | None, typer.Option(help="voxel-accuracy, all: a voxel- or shapes-classifier judge.pt "
+                                                "\\[default: trained on first use into the user cache]")] = None,
     class_name: Annotated[str | None, typer.Option("--class", help="voxel-accuracy on files: the shapes' "
                                                                    "class")] = None,
     dataset: Annotated[str | None, typer.Option(help="toy on an .npy of points: ring or grid")] = None,

@@ -112,10 +112,9 @@ def _judge_recipe(name: str, raw: dict, source: str):
     judges = _judges()
     if name not in judges:
         raise FalError(f"{source}: unknown task {name!r}; valid tasks: {_valid_names()}")
-    from falcli.judges import JudgeRecipe  # keeps --help fast (and --dry-run torch-free)
+    from falcli.judges.base import judge_recipe_from_dict  # keeps --help fast (and --dry-run torch-free)
 
-    owner = judges[name]
-    return assemble(raw, JudgeRecipe, {"data": owner.DataConfig, "model": owner.ModelConfig}, source)
+    return judge_recipe_from_dict(judges[name], raw, source)
 
 
 def _default_sized(recipe: Recipe, sections) -> bool:

@@ -1,12 +1,14 @@
-"""Shared fixtures: seeded torch, tiny recipes, and a working directory in tmp_path."""
+"""Shared fixtures: seeded torch, tiny recipes, tiny judges in a per-test cache, a working directory in tmp_path."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from falcli.resolve import load_recipe
+from falcli.judges import provision
+from falcli.resolve import apply_overrides, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,6 +16,37 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)
+    yield
+
+
+# The judges `fal evaluate` trains on first use, shrunk to a second on a CPU (the shipped recipe, these keys set).
+TINY_JUDGES = {
+    "shapes_classifier.yaml": ["data.shapes_train=32", "data.shapes_val=8", "model.channels=4", "model.depth=1",
+                               "model.features=4", "train.iterations=3", "train.batch_size=4", "train.log_every=1"],
+    "voxel_classifier.yaml": ["data.primitives_train=8", "data.primitives_val=4", "model.channels=2",
+                              "model.depth=2", "model.features=4", "train.iterations=2", "train.batch_size=4",
+                              "train.log_every=1"],
+    "streets_segmenter.yaml": ["data.image_size=32", "data.train_count=8", "data.val_count=4", "model.channels=4",
+                               "model.depth=2", "train.iterations=2", "train.batch_size=4", "train.log_every=1"],
+    "cityscapes_segmenter.yaml": ["model.channels=4", "model.depth=2", "train.iterations=2", "train.batch_size=2",
+                                  "train.log_every=1"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_judge_recipes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("judge-recipes")
+    for name, overrides in TINY_JUDGES.items():
+        raw = apply_overrides(yaml.safe_load((ROOT / "recipes" / name).read_text()), overrides)
+        (folder / name).write_text(yaml.safe_dump({"name": Path(name).stem, **raw}))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _judge_cache(tmp_path_factory, tiny_judge_recipes, monkeypatch):
+    """Every test gets its own empty judge cache ($FAL_CACHE), never the user's, and tiny judge recipes."""
+    monkeypatch.setenv("FAL_CACHE", str(tmp_path_factory.mktemp("fal-cache")))
+    monkeypatch.setattr(provision, "RECIPES", tiny_judge_recipes)
     yield
 
 

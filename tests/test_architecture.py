@@ -33,25 +33,15 @@ LAYERS = [
 ]
 
 # Upward imports still in the code (importer, imported), all inside functions. Each is a debt, not a design.
-UPWARD = {
-    # judges rebuild their recipes (a checkpoint's, a shipped one) through the registry lookup; to go with
-    # judges/provision.py (helper "judges"), or with config.assemble(raw, JudgeRecipe, sections) in judges/base.py
-    ("falcli.judges.base", "falcli.resolve"),
-    ("falcli.judges.classifier", "falcli.resolve"),
-    ("falcli.judges.voxel_classifier", "falcli.resolve"),
-}
+UPWARD: set[tuple[str, str]] = set()  # none left (judges build their recipes with config.assemble)
 
 # Same-layer cycles still in the code (through imports inside functions); they may only shrink.
 KNOWN_CYCLES = [
-    # judges train themselves on demand (classifier → run → the JUDGES registry → classifier), and load()
-    # looks the registry up: to go with a judges/provision.py called by commands only
-    ["falcli.judges", "falcli.judges.base", "falcli.judges.classifier", "falcli.judges.run",
-     "falcli.judges.voxel_classifier"],
+    # none left: judges no longer train themselves (falcli/judges/provision.py, called by commands only)
 ]
 
-# Imports inside functions (without the --help mark) per module, as left from before; may only go down. The
-# judges' are helper "judges"' (judges/provision.py takes the on-demand training out of judges/).
-INNER = {"falcli.judges.base": 3, "falcli.judges.classifier": 4, "falcli.judges.voxel_classifier": 3}
+# Imports inside functions (without the --help mark) per module, as left from before; may only go down.
+INNER: dict[str, int] = {}
 
 
 def module_name(path: Path) -> str:

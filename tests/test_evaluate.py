@@ -23,7 +23,8 @@ from falcli.commands.evaluate.checkpoints import EvaluateOptions, metric_table, 
 from falcli.commands.evaluate.fid import fid_command
 from falcli.formats.binvox import write_binvox, z_up_to_y_up
 from falcli.judges import JUDGES
-from falcli.judges.base import fit, predict
+from falcli.judges import provision
+from falcli.judges.base import fit, load, predict
 from falcli.judges.run import run_judge
 from falcli.judges.voxel_classifier import to_judge_resolution
 from falcli.metrics import image as image_metrics
@@ -95,7 +96,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # default judges are looked up under runs/ of the working folder
+    monkeypatch.chdir(tmp_path)  # JSON files land here; default judges come from the per-test cache (conftest)
 
 
 @pytest.fixture
@@ -194,9 +195,10 @@ def test_translation_checkpoint_metrics_equal_the_tasks_evaluation(world, monkey
     assert [set(row) for row in lpips.rows] == [{"step", "lpips"}] * 2
 
 
-def test_translation_checkpoint_errors_say_what_is_missing(world, monkeypatch):
+def test_translation_checkpoint_errors_say_what_is_missing(world, monkeypatch, tmp_path):
     photo, depth = world["runs"]["photo"], world["runs"]["depth"]
-    with pytest.raises(FalError, match="FCN-score unavailable: no segmenter judge at runs/streets_segmenter"):
+    monkeypatch.setattr(provision, "RECIPES", tmp_path)  # an install without the judge recipes
+    with pytest.raises(FalError, match="no judge recipe .*streets_segmenter.yaml .*--seg-weights"):
         run("fcn", EvaluateOptions(ckpt=photo, device="cpu"))
     with pytest.raises(FalError, match="direction 'labels_to_photo' makes no depth maps"):
         run("depth", EvaluateOptions(ckpt=photo, device="cpu"))
@@ -365,7 +367,7 @@ def test_voxel_accuracy_on_binvox_and_npy_equals_the_judges_predictions(world, t
     np.save(folder / "latents.npy", np.zeros((5, 8), np.float32))  # `fal sample` bookkeeping: not a sample
     evaluation = run("voxel-accuracy", EvaluateOptions(a=folder, device="cpu", judge=world["voxel_judge"],
                                                        class_name="car"))
-    net, judge_recipe, _ = __import__("falcli.judges.base", fromlist=["load"]).load(world["voxel_judge"], CPU)
+    net, judge_recipe, _ = load(world["voxel_judge"], CPU, JUDGES["voxel-classifier"])
     names = JUDGES["voxel-classifier"].class_names(judge_recipe)
     order = np.concatenate([shapes[3:], shapes[:3]])  # rest.npy sorts before s0.binvox
     predicted = predict(net, to_judge_resolution(torch.from_numpy(order), judge_recipe), CPU)

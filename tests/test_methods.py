@@ -360,7 +360,11 @@ def test_ablate_end_to_end_writes_the_tables_and_reuses_finished_runs(tmp_path, 
     assert (tmp_path / "abl" / "glead-s0" / "checkpoints" / "iter-0000002.pt").is_file()
 
 
-def test_ablate_refuses_unknown_configs_and_a_recipe_without_feedback(tmp_path):
+def test_ablate_refuses_unknown_configs_and_a_recipe_without_feedback(tmp_path, monkeypatch):
+    from falcli.config import SHIPPED_RECIPES
+    from falcli.judges import provision
+
+    monkeypatch.setattr(provision, "RECIPES", SHIPPED_RECIPES)  # the shipped judge: 128 feature dimensions
     runner = CliRunner()
     shapes = str(Path(__file__).resolve().parents[1] / "recipes" / "shapes.yaml")
     result = runner.invoke(app, ["ablate", shapes, "--configs", "plain,stylegan", "--out", str(tmp_path)])

@@ -7,21 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from falcli import resolve
 from falcli.core import checkpoint
 from falcli.commands import train
-from falcli.resolve import apply_overrides, load_recipe
+from falcli.resolve import load_recipe
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.formats.store import write_dataset
-from falcli.judges import classifier
+from falcli.judges import provision
+from falcli.tasks.base import EvaluatePaths
 from falcli.tasks import TASKS
 from falcli.tasks.image import default_placement
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
 TASK = TASKS["image"]
 TINY = [
     "data.image_size=32", "data.shapes_train=16", "data.shapes_val=12", "model.latent_dim=8",
@@ -29,8 +30,6 @@ TINY = [
     "train.batch_size=2", "train.iterations=4", "train.log_every=2", "train.checkpoint_every=2",
     "train.sample_every=0", "evaluate.num_samples=12",
 ]
-TINY_JUDGE = ["data.shapes_train=32", "data.shapes_val=8", "model.channels=4", "model.depth=1",
-              "model.features=4", "train.iterations=3", "train.batch_size=4", "train.log_every=1"]
 
 
 def recipe(*overrides: str):
@@ -45,11 +44,7 @@ def unrolled(r, batch: int = 2):
 
 @pytest.fixture
 def tiny_judge(tmp_path, monkeypatch):
-    """The shipped judge recipe, shrunk; evaluation finds (or trains) the judge under runs/ of a fresh folder."""
-    raw = apply_overrides(yaml.safe_load((ROOT / "recipes" / "shapes_classifier.yaml").read_text()), TINY_JUDGE)
-    shrunk = tmp_path / "shapes_classifier.yaml"
-    shrunk.write_text(yaml.safe_dump(raw))
-    monkeypatch.setattr(classifier, "SHIPPED_RECIPE", shrunk)
+    """A fresh working folder; the default shapes judge is trained tiny into the test's own cache (conftest)."""
     monkeypatch.chdir(tmp_path)
 
 
@@ -189,25 +184,24 @@ def test_training_writes_checkpoints_that_restore_and_evaluate_per_step(tmp_path
     restored, G, D, G_ema, payload = resolve.restore(path, torch.device("cpu"))
     assert payload["iteration"] == 4 and G_ema is not None
     said = []
-    rows = TASK.evaluate(G_ema, D, restored, torch.device("cpu"), 3, 12)
+    paths = provision.fill(EvaluatePaths(), TASK.judge_needs(restored), torch.device("cpu"))
+    assert paths.judge.parent.parent == provision.cache_root() / "judges"
+    rows = TASK.evaluate(G_ema, D, restored, torch.device("cpu"), 3, 12, paths)
     assert len(rows) == 3
     for row in rows:
         assert {"d_logit", "fid_judge"} <= set(row) and all(np.isfinite(v) for v in row.values())
-    # the judge was trained once, on first use, at the default place; a second evaluation reuses it
-    judge = Path("runs/shapes_classifier/judge.pt")
-    stamp = judge.stat().st_mtime_ns
+    # the judge was trained once, on first use; a second evaluation reuses it
+    stamp = paths.judge.stat().st_mtime_ns
     from falcli.commands.evaluate.fid import evaluate_image_steps
-    again = evaluate_image_steps(TASK, G_ema, D, restored, torch.device("cpu"), 2, 12, say=said.append)
-    assert judge.stat().st_mtime_ns == stamp and len(again) == 2
+    again = evaluate_image_steps(TASK, G_ema, D, restored, torch.device("cpu"), 2, 12, say=said.append,
+                                 judge=provision.fill(EvaluatePaths(), TASK.judge_needs(restored), CPU).judge)
+    assert paths.judge.stat().st_mtime_ns == stamp and len(again) == 2
     assert again[0]["fid_judge"] == pytest.approx(rows[0]["fid_judge"])
     assert any("no Inception FID" in line and "--weights PATH" in line for line in said)
-
-
-def test_interrupted_judge_folder_is_reported_not_overwritten(tmp_path, tiny_judge):
-    Path("runs/shapes_classifier").mkdir(parents=True)
-    Path("runs/shapes_classifier/recipe.yaml").write_text("task: shapes-classifier\n")
-    with pytest.raises(FalError, match="holds no judge.pt"):
-        classifier.shapes_judge(32, torch.device("cpu"))
+    # without a judge the task skips fid_judge and says why (it never trains one itself)
+    notes = []
+    plain = TASK.evaluate(G_ema, D, restored, CPU, 1, 12, EvaluatePaths(note=notes.append))
+    assert "fid_judge" not in plain[0] and any("no fid_judge" in n for n in notes)
 
 
 def test_sampling_normalises_with_the_batch_statistics_as_in_training():

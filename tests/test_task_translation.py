@@ -46,7 +46,7 @@ def run_unrolled(recipe, G, D, training=False):
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # evaluation looks for runs/<dataset>_segmenter/judge.pt relative to here
+    monkeypatch.chdir(tmp_path)  # a fresh working folder per test
 
 
 # --- the reference networks ---

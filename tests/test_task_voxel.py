@@ -20,7 +20,7 @@ from falcli.judges import voxel_classifier
 from falcli.judges.base import fit
 from falcli.nn.spatial_transform import AdaptiveSpatialTransform
 from falcli.tasks import TASKS
-from falcli.tasks.voxel import DataConfig, evaluate_voxel, export_samples
+from falcli.tasks.voxel import evaluate_voxel, export_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = TASKS["voxel"]
@@ -199,7 +199,7 @@ def test_judge_data_are_every_class_with_their_labels():
     inputs, targets = judge.load_data(r, "train")
     assert inputs.shape == (8, 1, 16, 16, 16) and inputs.dtype == torch.uint8
     assert targets.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
-    assert judge.make_net(r)(inputs[:2]).shape == (2, 4)
+    assert judge.make_net(r)(inputs[:2]).shape == (2, 5)  # the four classes and reject
 
 
 def test_evaluate_gives_classifier_accuracy_per_step(judge_path):
@@ -211,28 +211,8 @@ def test_evaluate_gives_classifier_accuracy_per_step(judge_path):
         assert all(isinstance(v, float) for v in row.values())
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["coverage"] <= 1 and 0 <= row["mmd_iou"] <= 1
         assert row["accuracy"] == row["predicted/airplane"]  # one trained class: the paper's metric
-        assert sum(row[f"predicted/{c}"] for c in ("airplane", "car", "vessel", "chair")) == pytest.approx(1)
+        assert sum(row[f"predicted/{c}"] for c in ("airplane", "car", "vessel", "chair", "reject")) == pytest.approx(1)
         assert {"real_accuracy", "real_accuracy/airplane", "occupancy", "d_real_probability"} <= row.keys()
-
-
-def test_evaluate_trains_the_default_judge_once(tmp_path, monkeypatch):
-    import yaml
-
-    shipped = tmp_path / "voxel_classifier.yaml"
-    shipped.write_text(yaml.safe_dump(TINY_JUDGE))
-    monkeypatch.setattr(voxel_classifier, "SHIPPED_RECIPE", shipped)
-    monkeypatch.chdir(tmp_path)
-    said = []
-    data = recipe().data
-    voxel_classifier.judge_for(data, torch.device("cpu"), say=said.append)
-    assert (tmp_path / "runs" / "voxel_classifier-primitives-16" / "judge.pt").is_file()
-    from falcli.judges.voxel_classifier import default_judge_dir
-
-    one, two = (DataConfig(source="prepared", root=str(tmp_path / c / "shapenet")) for c in ("a", "b"))
-    assert default_judge_dir(one) != default_judge_dir(two)  # same folder name, different data
-    assert default_judge_dir(one).name.startswith("voxel_classifier-shapenet-")
-    voxel_classifier.judge_for(data, torch.device("cpu"), say=said.append)
-    assert len(said) == 1 and "training the voxel classifier once" in said[0]
 
 
 def test_judge_must_know_the_gans_class(tmp_path):

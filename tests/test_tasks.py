@@ -9,18 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from falcli import resolve
 from falcli.commands import train
 from falcli.commands.evaluate.checkpoints import METRICS
 from falcli.commands.refine import RefineOptions, refine
 from falcli.commands.sample import SampleOptions, sample
-from falcli.resolve import apply_overrides, load_recipe, recipe_from_dict
+from falcli.resolve import load_recipe
 from falcli.core import checkpoint
 from falcli.core.files import MANIFEST, list_files, read_points
-from falcli.judges import JUDGES, classifier
-from falcli.judges.base import fit
+from falcli.judges import provision
 from falcli.tasks import TASKS
 from falcli.tasks.base import Batch, EvaluatePaths
 
@@ -44,7 +42,7 @@ TINY = {
 PROTOCOL = ("name", "DataConfig", "ModelConfig", "dims", "conditional", "supports_methods", "checkpoint_metrics",
             "samples_caption", "array_export", "validate", "make_dataset", "make_networks", "make_batch",
             "fixed_batch", "discriminator_input", "extra_generator_losses", "save_samples", "evaluate",
-            "evaluation_pool", "sample_files", "condition_files")
+            "evaluation_pool", "sample_files", "condition_files", "judge_needs")
 
 
 def tiny_recipe(name: str):
@@ -58,25 +56,12 @@ def tiny_recipe(name: str):
 
 @pytest.fixture
 def evaluate_paths(tmp_path, monkeypatch):
-    """Judges small enough to fit here: a voxel classifier given as --judge, the shapes judge trained on demand
-    from a shrunk shipped recipe (under runs/ of a fresh folder). Missing LPIPS/Inception weights become notes."""
+    """The judge paths `fal evaluate` would give: each of the task's judge_needs provided (tiny judges trained
+    into the test's own cache, tests/conftest.py). Missing LPIPS/Inception weights become notes."""
     monkeypatch.chdir(tmp_path)
-    raw = apply_overrides(yaml.safe_load((ROOT / "recipes" / "shapes_classifier.yaml").read_text()),
-                          ["data.shapes_train=8", "data.shapes_val=4", "model.channels=2", "model.depth=1",
-                           "model.features=2", "train.iterations=1", "train.batch_size=4", "train.log_every=1"])
-    shrunk = tmp_path / "shapes_classifier.yaml"
-    shrunk.write_text(yaml.safe_dump(raw))
-    monkeypatch.setattr(classifier, "SHIPPED_RECIPE", shrunk)
 
-    def make(name: str, notes: list[str]) -> EvaluatePaths:
-        judge = None
-        if name == "voxel":  # the test's own fixture data, not a command comparing names
-            voxel_judge = {"task": "voxel-classifier", "name": "judge",
-                           "data": {"resolution": 16, "primitives_train": 8, "primitives_val": 4},
-                           "model": {"channels": 2, "depth": 2, "features": 4},
-                           "train": {"iterations": 1, "batch_size": 4, "log_every": 1}}
-            judge = fit(JUDGES["voxel-classifier"], recipe_from_dict(voxel_judge), tmp_path / "vj", CPU)
-        return EvaluatePaths(judge=judge, note=notes.append)
+    def make(name: str, recipe, notes: list[str]) -> EvaluatePaths:
+        return provision.fill(EvaluatePaths(note=notes.append), TASKS[name].judge_needs(recipe), CPU)
     return make
 
 
@@ -128,7 +113,7 @@ def test_build_train_sample_refine_evaluate(name, tmp_path, evaluate_paths):
 
     # evaluate: one row of finite numbers per feedback step, given the judge/weights paths
     notes: list[str] = []
-    rows = task.evaluate(G.eval(), D.eval(), recipe, CPU, 2, recipe.evaluate.num_samples, evaluate_paths(name, notes))
+    rows = task.evaluate(G.eval(), D.eval(), recipe, CPU, 2, recipe.evaluate.num_samples, evaluate_paths(name, recipe, notes))
     assert len(rows) == 2 and all(rows), notes
     for row in rows:
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in row.values()), row

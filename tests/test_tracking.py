@@ -167,17 +167,21 @@ def test_the_comparison_page_renders_in_a_headless_browser(three_runs, tmp_path)
 
 
 def test_a_judge_trained_on_demand_shows_its_own_bar(tmp_path, monkeypatch):
-    """Judges that `fal evaluate` trains by itself (run_judge without a callback) draw a bar with an ETA."""
+    """Judges that `fal evaluate` trains by itself (judges/provision.py) draw a bar with an ETA, and say so."""
+    import torch
     from rich.console import Console
 
     from falcli import console as fal_console
-    from falcli.judges.run import run_judge
+    from falcli.judges import provision
 
     recorded = Console(record=True, force_terminal=False, width=120)
     monkeypatch.setattr(fal_console, "console", recorded)
     recipe = load_recipe(ROOT / "recipes" / "shapes_classifier.yaml",
                          ["data.shapes_train=32", "data.shapes_val=8", "model.channels=4", "model.depth=1",
                           "model.features=4", "train.iterations=4", "train.batch_size=4", "train.log_every=1"])
-    assert run_judge(recipe, tmp_path / "judge", "cpu").is_file()
+    said = []
+    assert provision.provide(recipe, torch.device("cpu"), said.append).is_file()
     text = recorded.export_text()
     assert "train judge" in text and "4/4" in text
+    assert len(said) == 1 and said[0].startswith(f"training judge shapes-classifier into {provision.judge_dir(recipe)} "
+                                                 f"(first use, ~1 min on cpu)")

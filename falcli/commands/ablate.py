@@ -16,20 +16,19 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from falcli.core import checkpoint
 from falcli.config import Recipe, recipe_to_dict
-from falcli.resolve import load_recipe, recipe_from_dict, restore
+from falcli.resolve import recipe_from_dict, restore
 from falcli.errors import FalError
 from falcli.fileio import write_atomic
+from falcli.judges import provision
 from falcli.tasks import TASKS
 from falcli import methods
 from falcli.commands import train
 from falcli.core.runtime import pick_device
 from falcli.metrics.feature_space import INCEPTION_MIN_IMAGES
 from falcli.metrics.weights import INCEPTION_FID, _candidates
-from falcli.judges import classifier
+from falcli.tasks.base import EvaluatePaths
 
 # name → (FAL feedback on, EqGAN-SA on, GLeaD on); the order is the table's.
 CONFIGS: dict[str, tuple[bool, bool, bool]] = {
@@ -177,15 +176,16 @@ def train_all(planned: list[Planned], device: str, update: Progress | None = Non
         offset += item.recipe.train.iterations - item.done
 
 
-def evaluate_run(item: Planned, device: str) -> list[dict[str, float]]:
-    """The task's per-step metrics for a run's final checkpoint (G_ema when the run kept one)."""
+def evaluate_run(item: Planned, device: str, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
+    """The task's per-step metrics for a run's final checkpoint (G_ema when the run kept one), given the judges
+    in `paths`."""
     final = item.run_dir / "checkpoints" / checkpoint.checkpoint_name(item.recipe.train.iterations)
     _, G, D, G_ema, _ = restore(final, pick_device(device), expect_task=item.recipe.task)
     task = TASKS[item.recipe.task]
     steps = item.recipe.feedback.sampling_steps
     where = next(G.parameters()).device
     return task.evaluate(G_ema if G_ema is not None else G, D, item.recipe, where, steps,
-                         item.recipe.evaluate.num_samples)
+                         item.recipe.evaluate.num_samples, paths)
 
 
 def train_seconds(run_dir: Path) -> float | None:
@@ -213,10 +213,9 @@ def check_scorable(recipe: Recipe) -> None:
         raise FalError(f"fal ablate scores image runs by FID; this recipe's task is {recipe.task!r} (the methods "
                        f"are image-task switches)")
     samples = recipe.evaluate.num_samples
-    if recipe.data.source == "shapes":
-        judge = classifier.default_judge_path(recipe.data.image_size)  # the judge in use, else the one to train
-        dims = (classifier.load_judge(judge, torch.device("cpu"))[0].embed.out_features if judge.is_file()
-                else load_recipe(classifier.SHIPPED_RECIPE).model.features)
+    needs = TASKS[recipe.task].judge_needs(recipe)  # shapes data: fid_judge, in the shapes judge's features
+    if needs:
+        dims = provision.judge_recipe(needs[0]).model.features  # the cached judge is trained from this recipe
         if min(samples, recipe.data.shapes_val) <= dims:
             raise FalError(f"the shapes judge's FID needs more than {dims} images per side, but evaluate.num_samples "
                            f"is {samples} and data.shapes_val {recipe.data.shapes_val}; raise them")
@@ -311,13 +310,15 @@ def run(recipe: Recipe, out: Path, seeds: int = 3, configs: list[str] | None = N
     check_scorable(recipe)
     planned = plan(recipe, out, seeds, configs or list(DEFAULT_CONFIGS), resume)
     planned = _keep_table_rows(recipe, out, planned, resume)
+    # The judges first (trained on first use): the variants differ in method and seed, not in data.
+    paths = provision.fill(EvaluatePaths(), TASKS[recipe.task].judge_needs(recipe), pick_device(device))
     train_all(planned, device, on_progress)
 
     results: dict[str, list[dict]] = {}
     for index, item in enumerate(planned):
         if on_progress is not None:
             on_progress(index, len(planned), None, description=f"evaluate {item.config} seed {item.seed}")
-        rows = evaluate_run(item, device)
+        rows = evaluate_run(item, device, paths)
         results.setdefault(item.config, []).append({
             "seed": item.seed, "run": str(item.run_dir), "reused": item.action == "reuse",
             "steps": rows, "train_seconds": train_seconds(item.run_dir)})

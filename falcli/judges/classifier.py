@@ -1,8 +1,9 @@
 """An image-classifier judge whose penultimate features give an offline FID (no pretrained weights needed).
 
 `fal train recipes/shapes_classifier.yaml` fits a small CNN on the labels of the built-in shapes (the class
-of the largest shape). Its `features` — the layer before the classifier head — are the feature space of
-`fid_judge`, an FID that needs no download. The network takes `dims`, so the same layers classify voxels.
+of the largest shape); `fal evaluate` trains it on first use (falcli/judges/provision.py). Its `features` —
+the layer before the classifier head — are the feature space of `fid_judge`, an FID that needs no download.
+The network takes `dims`, so the same layers classify voxels.
 """
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from falcli.config import SHIPPED_RECIPES
+from falcli.data.shapes import SHAPE_CLASSES
 from falcli.errors import FalError
+from falcli.judges.base import load
 from falcli.nn.dims import conv_nd, norm_nd
 from falcli.tasks.image.config import ImageSource
 from falcli.tasks.image.data import load_images, to_unit_range
-
-SHIPPED_RECIPE = SHIPPED_RECIPES / "shapes_classifier.yaml"
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,14 @@ class ConvClassifier(nn.Module):
     """
 
     def __init__(self, in_channels: int, classes: int, dims: int, channels: int = 32, depth: int = 3,
-                 features: int = 128):
+                 features: int = 128, norm: str = "batch"):
         super().__init__()
-        layers = [conv_nd(dims, in_channels, channels, 3), norm_nd(dims, "batch", channels), nn.ReLU()]
+        layers = [conv_nd(dims, in_channels, channels, 3), norm_nd(dims, norm, channels), nn.ReLU()]
         width = channels
         for _ in range(depth):
             out = min(width * 2, 256)
-            layers += [conv_nd(dims, width, out, 3, stride=2), norm_nd(dims, "batch", out), nn.ReLU(),
-                       conv_nd(dims, out, out, 3), norm_nd(dims, "batch", out), nn.ReLU()]
+            layers += [conv_nd(dims, width, out, 3, stride=2), norm_nd(dims, norm, out), nn.ReLU(),
+                       conv_nd(dims, out, out, 3), norm_nd(dims, norm, out), nn.ReLU()]
             width = out
         self.trunk = nn.Sequential(*layers)
         self.embed = nn.Linear(width, features)
@@ -74,8 +74,6 @@ class ImageClassifierJudge:
     ModelConfig = ModelConfig
 
     def make_net(self, recipe) -> nn.Module:
-        from falcli.data.shapes import SHAPE_CLASSES
-
         m = recipe.model
         return ConvClassifier(3, len(SHAPE_CLASSES), 2, m.channels, m.depth, m.features)
 
@@ -86,6 +84,12 @@ class ImageClassifierJudge:
                            f"images (the built-in shapes have them: data.source: shapes)")
         return to_unit_range(torch.from_numpy(np.array(fields["images"]))), torch.from_numpy(
             np.array(fields["labels"], np.int64))
+
+    def data_folder(self, recipe) -> Path | None:
+        return Path(recipe.data.root) if recipe.data.source == "prepared" else None
+
+
+JUDGE = ImageClassifierJudge()
 
 
 # --- the judge as a feature space ---
@@ -104,38 +108,7 @@ def judge_features(images: torch.Tensor, net: nn.Module, device: torch.device,
     return np.concatenate(rows)
 
 
-def default_judge_path(image_size: int) -> Path:
-    """Where `fal` keeps the shapes judge for one image size (relative to the working folder, like runs/)."""
-    name = "shapes_classifier" if image_size == 32 else f"shapes_classifier_{image_size}"
-    return Path("runs") / name / "judge.pt"
-
-
 def load_judge(path: Path, device: torch.device) -> tuple[nn.Module, int]:
     """(net in eval mode, the image size it was trained on) from a `judge.pt`."""
-    from falcli.judges.base import load
-
-    net, recipe, _ = load(Path(path), device, expect=ImageClassifierJudge.name)
+    net, recipe, _ = load(Path(path), device, JUDGE)
     return net, recipe.data.image_size
-
-
-def shapes_judge(image_size: int, device: torch.device, say=print) -> nn.Module:
-    """The shapes judge for `image_size`, trained with the shipped recipe the first time it is needed."""
-    from falcli.resolve import load_recipe
-    from falcli.judges.run import run_judge
-
-    path = default_judge_path(image_size)
-    if not path.is_file():
-        if path.parent.exists() and any(path.parent.iterdir()):
-            raise FalError(f"{path.parent} holds no judge.pt (an interrupted training?); delete that folder and "
-                           f"evaluate again to retrain the judge")
-        if not SHIPPED_RECIPE.is_file():
-            raise FalError(f"no shapes judge at {path}; train one with `fal train recipes/shapes_classifier.yaml "
-                           f"--set data.image_size={image_size} --out {path.parent}`")
-        say(f"training the shapes judge once ({SHIPPED_RECIPE.name}, {image_size}² images) into {path.parent}; "
-            f"later evaluations reuse it")
-        recipe = load_recipe(SHIPPED_RECIPE, [f"data.image_size={image_size}"])
-        run_judge(recipe, path.parent, str(device))
-    net, size = load_judge(path, device)
-    if size != image_size:
-        raise FalError(f"{path}: a judge for {size}² images, but these are {image_size}²; delete it to retrain")
-    return net

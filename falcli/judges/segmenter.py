@@ -8,6 +8,7 @@ comparable between fal runs, not with published FCN-scores.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,6 +78,9 @@ class SegmenterJudge:
         m = recipe.model
         return UNetSegmenter(3, m.classes, m.channels, m.depth)
 
+    def data_folder(self, recipe) -> Path | None:
+        return Path(recipe.data.root) if recipe.data.dataset == "prepared" else None
+
     def load_data(self, recipe, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Photos (N, 3, S, S) float16 in [-1, 1] and train ids (N, S, S) int64 (255 = ignore)."""
         data = recipe.data
@@ -101,3 +105,6 @@ class SegmenterJudge:
         if valid.numel() and int(valid.max()) >= recipe.model.classes:
             raise FalError(f"{label_field}: labels above model.classes - 1 = {recipe.model.classes - 1}")
         return torch.cat(photos), targets
+
+
+JUDGE = SegmenterJudge()

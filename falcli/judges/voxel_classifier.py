@@ -1,26 +1,58 @@
 """The paper's ShapeNet metric: a small 3D CNN classifier trained on real voxels; a GAN's score is how often it
 assigns the generated shapes to the class the GAN was trained on (FAL poster, ShapeNet table).
 
+Besides the data's classes the judge has a `reject` class, trained on uniform-noise cubes and salt-and-pepper
+perturbed shapes (model.reject_share of every batch): a classifier with only shape classes must put a noise
+cube in one of them, and did (accuracy 1.0 for random cubes). Samples it rejects count for no class.
+
 `fal train recipes/voxel_classifier.yaml` trains it (on the built-in primitives, or a prepared dataset with
-`--set data.source=prepared`); `fal evaluate` finds one trained on the GAN's data, or trains it once.
+`--set data.source=prepared`); `fal evaluate` trains one on the GAN's data on first use
+(falcli/judges/provision.py).
 """
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from falcli.config import SHIPPED_RECIPES
 from falcli.errors import FalError
-from falcli.judges.classifier import ConvClassifier, ModelConfig
+from falcli.judges.classifier import ConvClassifier, ModelConfig as ClassifierModelConfig
 from falcli.tasks.voxel.data import DataConfig, class_names, load_voxels
 
-SHIPPED_RECIPE = SHIPPED_RECIPES / "voxel_classifier.yaml"
-RUNS = Path("runs")
+REJECT = "reject"                       # the extra output class: noise and perturbed shapes
+
+
+@dataclass(frozen=True)
+class ModelConfig(ClassifierModelConfig):
+    """The image judge's layers (channels, depth, features), plus the reject class and instance norm."""
+
+    reject_share: float = 0.25          # share of each batch replaced by noise / perturbed shapes labelled reject
+    # Per-sample normalisation: batch statistics of batches mixing dense noise with sparse shapes do not carry
+    # over to evaluation (measured: seed 0 of the shipped recipe rejected every real shape with "batch").
+    norm: Literal["batch", "instance", "none"] = "instance"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.reject_share < 1:
+            raise FalError(f"model.reject_share must be in (0, 1) (got {self.reject_share}): without reject "
+                           f"examples the judge scores noise cubes as shapes")
+
+
+def junk(shapes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """What the reject class learns, one per input (B, 1, R, R, R) uint8: half uniform-noise cubes of a random
+    density in [0, 1] (empty and full cubes included), half the shapes with a random 5–50 % of voxels flipped."""
+    count = len(shapes)
+    uniform = torch.rand(shapes.shape, generator=generator)
+    density = torch.rand(count, 1, 1, 1, 1, generator=generator)
+    noise = (uniform < density).to(torch.uint8)
+    flip_rate = 0.05 + 0.45 * torch.rand(count, 1, 1, 1, 1, generator=generator)
+    flipped = shapes ^ (torch.rand(shapes.shape, generator=generator) < flip_rate).to(torch.uint8)
+    which = torch.rand(count, 1, 1, 1, 1, generator=generator) < 0.5
+    return torch.where(which, noise, flipped)
 
 
 class VoxelClassifier(nn.Module):
@@ -30,9 +62,10 @@ class VoxelClassifier(nn.Module):
     copy of ShapeNet at 64³ would not fit); each batch is mapped to [-1, 1] here.
     """
 
-    def __init__(self, classes: int, model: ModelConfig):
+    def __init__(self, classes: int, model: ClassifierModelConfig):
         super().__init__()
-        self.net = ConvClassifier(1, classes, 3, model.channels, model.depth, model.features)
+        self.net = ConvClassifier(1, classes, 3, model.channels, model.depth, model.features,
+                                  getattr(model, "norm", "batch"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.float() * 2 - 1)
@@ -45,14 +78,30 @@ class VoxelClassifier(nn.Module):
 class VoxelClassifierJudge:
     name = "voxel-classifier"
     DataConfig = DataConfig             # the voxel task's own data section: primitives or a prepared folder
-    ModelConfig = ModelConfig           # the image judge's: channels, depth (stride-2 stages), features
+    ModelConfig = ModelConfig           # the image judge's channels, depth, features; plus reject_share
 
     def class_names(self, recipe) -> list[str]:
-        """The judge's output classes, in logit order: data.classes, or every class of its data."""
+        """The judge's shape classes, in logit order: data.classes, or every class of its data. The reject
+        class's logit follows them (index len(class_names)); see `output_names`."""
         return list(recipe.data.classes) if recipe.data.classes else class_names(recipe.data)
 
+    def output_names(self, recipe) -> list[str]:
+        return self.class_names(recipe) + [REJECT]
+
     def make_net(self, recipe) -> nn.Module:
-        return VoxelClassifier(len(self.class_names(recipe)), recipe.model)
+        return VoxelClassifier(len(self.output_names(recipe)), recipe.model)
+
+    def data_folder(self, recipe) -> Path | None:
+        return Path(recipe.data.root) if recipe.data.source == "prepared" else None
+
+    def augment(self, recipe, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first reject_share of the batch (at least one item) becomes junk labelled reject."""
+        count = max(1, round(recipe.model.reject_share * len(x)))
+        x, y = x.clone(), y.clone()
+        x[:count] = junk(x[:count], generator)
+        y[:count] = len(self.class_names(recipe))
+        return x, y
 
     def load_data(self, recipe, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (N, 1, R, R, R) uint8 (the net converts) and targets (N,) indexing `class_names`."""
@@ -64,71 +113,6 @@ class VoxelClassifierJudge:
 
 
 JUDGE = VoxelClassifierJudge()
-
-
-# --- finding (or training once) the judge for a GAN's data ---
-
-def default_judge_dir(data: DataConfig) -> Path:
-    """runs/voxel_classifier-<source>-<R>: where a judge for this data source and resolution is trained once.
-
-    A prepared source is named by its folder and a hash of its full path: two folders of one name (two copies
-    of `shapenet`, say) are different data and get different judges.
-    """
-    if data.source == "primitives":
-        source = "primitives"
-    else:
-        where = hashlib.sha1(str(Path(data.root).resolve()).encode("utf-8")).hexdigest()[:8]
-        source = f"{Path(data.root).name}-{where}"
-    return RUNS / f"voxel_classifier-{source}-{data.resolution}"
-
-
-def fits(judge_data: DataConfig, data: DataConfig) -> bool:
-    """A judge fits a GAN's data when it saw the same source at the same or a coarser (dividing) resolution."""
-    same = judge_data.source == data.source and (
-        data.source == "primitives" or Path(judge_data.root).resolve() == Path(data.root).resolve())
-    return same and data.resolution % judge_data.resolution == 0
-
-
-def judge_for(data: DataConfig, device: torch.device, judge_path: Path | None = None, say=print):
-    """(net, judge recipe, class names) for evaluating a GAN trained on `data`.
-
-    `judge_path` if given; else runs/voxel_classifier/judge.pt (the shipped recipe's own run) when it fits the
-    data; else default_judge_dir(data)/judge.pt, trained there once from the shipped recipe.
-    """
-    from falcli.judges.base import load
-
-    candidates = [Path(judge_path)] if judge_path is not None else [
-        RUNS / "voxel_classifier" / "judge.pt", default_judge_dir(data) / "judge.pt"]
-    for path in candidates:
-        if judge_path is not None or path.is_file():
-            net, recipe, _ = load(path, device, expect=JUDGE.name)
-            if judge_path is not None or fits(recipe.data, data):
-                return net, recipe, JUDGE.class_names(recipe)
-    path = train_default_judge(data, device, say)
-    net, recipe, _ = load(path, device, expect=JUDGE.name)
-    return net, recipe, JUDGE.class_names(recipe)
-
-
-def train_default_judge(data: DataConfig, device: torch.device, say=print) -> Path:
-    """Train the shipped recipe on `data`'s source and resolution (every class) into default_judge_dir(data)."""
-    from falcli.resolve import recipe_from_dict
-    from falcli.judges.run import run_judge
-
-    out = default_judge_dir(data)
-    if out.exists() and any(out.iterdir()):
-        raise FalError(f"{out} holds no judge.pt (an interrupted training?); delete that folder and evaluate "
-                       f"again to retrain the voxel classifier")
-    if not SHIPPED_RECIPE.is_file():
-        raise FalError(f"no voxel classifier for this data; train one with `fal train recipes/voxel_classifier.yaml "
-                       f"--out {out}` (with the GAN's data.source, data.root and data.resolution)")
-    raw = yaml.safe_load(SHIPPED_RECIPE.read_text())
-    raw["name"] = out.name
-    raw["data"] = {**(raw.get("data") or {}), "source": data.source, "root": str(data.root),
-                   "resolution": data.resolution, "classes": None}
-    recipe = recipe_from_dict(raw, source=str(SHIPPED_RECIPE))
-    say(f"training the voxel classifier once ({SHIPPED_RECIPE.name}, {data.source} at {data.resolution}³) "
-        f"into {out}; later evaluations reuse it")
-    return run_judge(recipe, out, str(device))
 
 
 def to_judge_resolution(grids: torch.Tensor, judge_recipe) -> torch.Tensor:

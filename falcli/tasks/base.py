@@ -20,14 +20,27 @@ from falcli.methods.eqgan_sa import CODE_SIZE, fixed_code
 
 @dataclass(frozen=True)
 class EvaluatePaths:
-    """What `fal evaluate` lets a user point a task's evaluation at; the defaults are what training uses."""
+    """What `fal evaluate` lets a user point a task's evaluation at; the defaults are what training uses.
+
+    Judges are paths here: the command fills the empty ones from the task's `judge_needs`
+    (falcli/judges/provision.py); a metric left without its judge is skipped with a note."""
 
     weights: Path | None = None         # LPIPS (translation) or Inception (image) weights; None = search
-    seg_weights: Path | None = None     # translation's FCN-score: a segmenter judge.pt; None = the default one
-    judge: Path | None = None           # voxel: a voxel-classifier judge.pt; None = the default one
+    seg_weights: Path | None = None     # translation's FCN-score: a segmenter judge.pt
+    judge: Path | None = None           # voxel: a voxel-classifier judge.pt; image (shapes): a shapes-classifier one
     allow_unofficial_weights: bool = False  # accept weights with another hash (the value is labelled)
     note: Callable[[str], None] | None = None  # one line per skipped part and why; None = a warning
     class_means: str = "pix2pix"        # translation's FCN-score: pix2pix's get_scores, or "present" classes only
+
+
+@dataclass(frozen=True)
+class JudgeNeed:
+    """A judge the task's evaluation uses when none is given: the shipped judge recipe to train it from, with
+    the run's data set on it (`fal evaluate` trains it on first use, falcli/judges/provision.py)."""
+
+    slot: str                           # the EvaluatePaths field its judge.pt fills: "judge" or "seg_weights"
+    recipe: str                         # a shipped judge recipe, e.g. "voxel_classifier.yaml"
+    overrides: dict[str, Any]           # dotted recipe keys → values, e.g. {"data.resolution": 32}
 
 
 def latents_for(recipe, count: int, seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -86,6 +99,9 @@ class Task(Protocol):
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
         """The task's default metrics, one dict per feedback step t = 1..steps."""
+
+    def judge_needs(self, recipe) -> tuple[JudgeNeed, ...]:
+        """The judges `evaluate` uses for this recipe (none: an empty tuple); FalError where they cannot apply."""
 
     def evaluation_pool(self, recipe) -> int | None:
         """How many items evaluation can draw from (translation: the val pairs); None = unlimited (latents)."""

@@ -15,7 +15,7 @@ from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.metrics.toy import toy_metrics
 from falcli.core.runtime import randn_shard
 from falcli.core.files import PointFiles
-from falcli.tasks.base import Batch, EvaluatePaths
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,9 @@ class ToyTask:
         reference = self.fixed_batch(recipe, torch.device("cpu"), max(len(x) for x in samples)).real
         centers = mixture_centers(recipe.data)
         return [toy_metrics(x, centers, recipe.data.sigma, reference) for x in samples]
+
+    def judge_needs(self, recipe) -> tuple[JudgeNeed, ...]:
+        return ()  # points are scored against the mixture itself
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:

@@ -29,6 +29,7 @@ from falcli.core import checkpoint, tracking
 from falcli.core.runtime import pick_device
 from falcli.errors import FalError
 from falcli.fileio import write_new_file
+from falcli.judges import provision
 from falcli.metrics.image import SSIM_PROTOCOLS
 from falcli.metrics.segmentation import CLASS_MEANS
 from falcli.tasks import TASKS
@@ -283,6 +284,12 @@ def checkpoint_steps(requested: int | None, feedback, notes: list[str]) -> int:
     return requested
 
 
+def judges_for(ck: Restored, paths: EvaluatePaths, slots: tuple[str, ...] | None = None) -> EvaluatePaths:
+    """`paths` with the judges the checkpoint's task needs (those of `slots`) that were not given: from the user
+    cache, or trained there now (falcli/judges/provision.py)."""
+    return provision.fill(paths, TASKS[ck.recipe.task].judge_needs(ck.recipe), ck.device, slots)
+
+
 def _selected(rows: list[dict], names: tuple[str, ...]) -> list[dict]:
     return [{k: v for k, v in row.items() if any(k == n or k.startswith(n + "/") for n in names)} for row in rows]
 
@@ -343,11 +350,13 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     if metric == "lpips" and translation_eval._open_lpips(options.weights, ck.device, ck.recipe.data.image_size,
                                                           reasons.append, options.allow_unofficial_weights) is None:
         raise FalError(reasons[-1])
+    seg_weights = options.seg_weights
     if metric == "fcn":
         if not (pairing.makes_photos or pairing.makes_labels):
             raise FalError(f"{ck.path}: direction {direction!r} makes no photos from label maps and no label maps; "
                            f"the FCN-score needs one of those")
-        if pairing.makes_photos and translation_eval._open_segmenter(options.seg_weights, pairing, ck.device,
+        seg_weights = judges_for(ck, EvaluatePaths(seg_weights=seg_weights), ("seg_weights",)).seg_weights
+        if pairing.makes_photos and translation_eval._open_segmenter(seg_weights, pairing, ck.device,
                                                                      reasons.append) is None:
             raise FalError(reasons[-1])
     if metric == "depth" and not pairing.target_is_depth:
@@ -359,7 +368,7 @@ def _translation_metric(metric: str, options: EvaluateOptions, progress: Progres
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
         rows = translation_eval.evaluate_translation(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples,
                                                      lpips_weights=options.weights,
-                                                     seg_weights=options.seg_weights, note=reasons.append,
+                                                     seg_weights=seg_weights, note=reasons.append,
                                                      allow_unofficial_weights=options.allow_unofficial_weights,
                                                      class_means=options.class_means)
     rows = _selected(rows, SELECT[metric])
@@ -380,9 +389,10 @@ def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -
                        "drop --class")
     notes: list[str] = []
     ck = restore(metric, options, False, notes)
+    judge = judges_for(ck, EvaluatePaths(judge=options.judge), ("judge",)).judge
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):
-        rows = evaluate_voxel(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, judge_path=options.judge)
-    return ck.evaluation(metric, _selected(rows, SELECT[metric]), notes, {"judge": str(options.judge or "default")})
+        rows = evaluate_voxel(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, judge_path=judge)
+    return ck.evaluation(metric, _selected(rows, SELECT[metric]), notes, {"judge": str(judge)})
 
 
 def _toy_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
@@ -414,9 +424,9 @@ def _all(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
         raise FalError("`fal evaluate all` needs --ckpt CKPT (a checkpoint or its run folder)")
     notes: list[str] = []
     ck = restore(metric, options, True, notes)
-    paths = EvaluatePaths(weights=options.weights, seg_weights=options.seg_weights, judge=options.judge,
-                          allow_unofficial_weights=options.allow_unofficial_weights, note=notes.append,
-                          class_means=options.class_means)
+    paths = judges_for(ck, EvaluatePaths(weights=options.weights, seg_weights=options.seg_weights,
+                                         judge=options.judge, allow_unofficial_weights=options.allow_unofficial_weights,
+                                         note=notes.append, class_means=options.class_means))
     with _busy(progress, f"all {ck.path.name}, {ck.steps} steps"):
         rows = TASKS[ck.recipe.task].evaluate(ck.G, ck.D, ck.recipe, ck.device, ck.steps, ck.num_samples, paths)
     wanted = ck.recipe.evaluate.metrics

@@ -20,6 +20,7 @@ import torch
 
 from falcli.core.runtime import pick_device
 from falcli.errors import FalError
+from falcli.judges import provision
 from falcli.metrics import fid as fidlib
 # The feature spaces, the samples of a checkpoint and the image task's evaluation live below the commands
 # (metrics/feature_space.py, tasks/generation.py, tasks/image/evaluate.py); their names stay importable here.
@@ -27,7 +28,9 @@ from falcli.metrics.feature_space import COVERAGE_K, INCEPTION_MIN_IMAGES, Featu
     inception_space, statistics_of  # noqa: F401
 from falcli.resolve import restore
 from falcli.tasks import TASKS
+from falcli.tasks.base import JudgeNeed
 from falcli.tasks.generation import generate_steps
+from falcli.tasks.image.config import IMAGE_SIZES
 from falcli.tasks.image.evaluate import evaluate_image_steps, judge_space  # noqa: F401
 
 
@@ -45,13 +48,25 @@ class Side:
 
 # --- feature spaces ---
 
+def default_shapes_judge(image_size: int | None, device: torch.device) -> Path:
+    """The shapes judge for `image_size`-pixel images, from the user cache or trained there now; refused before
+    anything is trained where it cannot apply."""
+    if image_size is None:
+        raise FalError("--feature-space judge needs images to know the judge's size; pass judge:PATH")
+    if image_size not in IMAGE_SIZES:
+        raise FalError(f"--feature-space judge: the shapes judge scores {', '.join(f'{s}²' for s in IMAGE_SIZES)} "
+                       f"images, but these are {image_size}²; use --feature-space inception")
+    need = JudgeNeed("judge", "shapes_classifier.yaml", {"data.image_size": image_size})
+    return provision.provide(provision.judge_recipe(need), device)
+
+
 def make_feature_space(spec: str, dims: int, weights: Path | None, allow_unofficial: bool,
                        device: torch.device, image_size: int | None = None) -> FeatureSpace:
     """'inception', 'judge' (the default shapes judge) or 'judge:PATH'."""
     if spec == "inception":
         return inception_space(dims, weights, allow_unofficial, device)
     if spec == "judge":
-        return judge_space(None, device, image_size)
+        return judge_space(default_shapes_judge(image_size, device), device, "default shapes judge")
     if spec.startswith("judge:"):
         return judge_space(Path(spec[len("judge:"):]), device)
     raise FalError(f"--feature-space {spec!r}: expected inception, judge or judge:PATH")
@@ -151,6 +166,18 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
     _check_counts([_planned_count(path, kind, batch_size, num_samples) for path, kind in zip((a, b), kinds)],
                   (a, b), dims if with_stats and feature_space == "inception" else None,
                   kid_subset_size if kid and not save_stats else None)
+
+    if feature_space == "judge":  # the default judge must fit every folder before one is trained or read
+        sizes = {path: fidlib.image_folder_batches(path, batch_size).image_size
+                 for path, kind in zip((a, b), kinds) if kind == "folder"}
+        for path, (width, height) in sizes.items():
+            if width != height or width not in IMAGE_SIZES:
+                raise FalError(f"--feature-space judge: the shapes judge scores "
+                               f"{', '.join(f'{s}²' for s in IMAGE_SIZES)} images, but {path} holds {width}×{height} "
+                               f"images; use --feature-space inception")
+        if len(set(sizes.values())) > 1:
+            (pa, sa), (pb, sb) = sizes.items()
+            raise FalError(f"{pa} holds {sa[0]}×{sa[1]} images but {pb} {sb[0]}×{sb[1]}; a judge scores one size")
 
     built: list[FeatureSpace] = []
 

@@ -19,9 +19,8 @@ from falcli.core.runtime import pick_device
 from falcli.errors import FalError
 from falcli.formats.binvox import read_binvox, y_up_to_z_up
 from falcli.formats.images import IMAGE_SUFFIXES, decode_image
-from falcli.judges import JUDGES
 from falcli.judges.base import load, predict
-from falcli.judges.voxel_classifier import to_judge_resolution
+from falcli.judges.voxel_classifier import JUDGE, to_judge_resolution
 from falcli.metrics import image, lpips
 from falcli.metrics.depth import DEPTH_KEYS, depth_errors, eigen_crop_mask
 from falcli.metrics.segmentation import colors_to_train_ids, confusion, score_keys, segmentation_scores
@@ -101,7 +100,8 @@ def fcn(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScor
     label map's size, as pix2pix's eval_cityscapes does, then segmented at the judge's size."""
     if options.seg_weights is None:
         raise FalError("fcn on folders needs --seg-weights JUDGE.pt (a segmenter: `fal train "
-                       "recipes/<dataset>_segmenter.yaml` writes runs/<dataset>_segmenter/judge.pt)")
+                       "recipes/<dataset>_segmenter.yaml` writes runs/<dataset>_segmenter/judge.pt; `fal evaluate "
+                       "fcn --ckpt RUN` trains and reuses one for the run's data)")
     a, b = two_folders(metric, options.a, options.b, "generated photos", "label maps")
     pairs = match_by_name(a, b, IMAGE_SUFFIXES, IMAGE_SUFFIXES, "images")
     device = pick_device(options.device)
@@ -163,17 +163,19 @@ def voxel_accuracy(metric: str, options: EvaluateOptions, progress: ProgressFn) 
                        "(or --ckpt CKPT)")
     if options.judge is None:
         raise FalError("voxel-accuracy on files needs --judge JUDGE.pt (a voxel classifier: `fal train "
-                       "recipes/voxel_classifier.yaml` writes runs/voxel_classifier/judge.pt)")
+                       "recipes/voxel_classifier.yaml` writes runs/voxel_classifier/judge.pt; `fal evaluate "
+                       "voxel-accuracy --ckpt RUN` trains and reuses one for the run's data)")
     device = pick_device(options.device)
-    net, judge_recipe, _ = load(options.judge, device, expect="voxel-classifier")
-    names = JUDGES["voxel-classifier"].class_names(judge_recipe)
+    net, judge_recipe, _ = load(options.judge, device, JUDGE)
+    names = JUDGE.class_names(judge_recipe)
     if options.class_name not in names:
         given = f"{options.class_name!r} is not a class of this judge" if options.class_name else "missing"
         raise FalError(f"--class: {given}; name the class the shapes should be: {', '.join(names)}")
     grids = read_grids(options.a, progress)
     predicted = predict(net, to_judge_resolution(torch.from_numpy(grids), judge_recipe), device)
     row = {"step": None, "accuracy": float((predicted == names.index(options.class_name)).float().mean())}
-    row.update({f"predicted/{n}": float((predicted == k).float().mean()) for k, n in enumerate(names)})
+    row.update({f"predicted/{n}": float((predicted == k).float().mean())
+                for k, n in enumerate(JUDGE.output_names(judge_recipe))})  # reject: noise, counted for no class
     protocol = {"judge": str(options.judge), "class": options.class_name, "shapes": len(grids),
                 "resolution": int(grids.shape[-1]), "judge_resolution": judge_recipe.data.resolution,
                 "threshold": "occupancy > 0.5 for probabilities"}

@@ -11,7 +11,7 @@ from torch import nn
 
 from falcli.console import console
 from falcli.errors import FalError
-from falcli.judges.classifier import judge_features, load_judge, shapes_judge
+from falcli.judges.classifier import judge_features, load_judge
 from falcli.metrics import fid as fidlib
 from falcli.metrics.feature_space import INCEPTION_MIN_IMAGES, FeatureSpace, add_coverage, batches, \
     inception_space, statistics_of
@@ -20,14 +20,11 @@ from falcli.tasks.generation import generate_steps
 from falcli.tasks.image.data import load_images
 
 
-def judge_space(path: Path | None, device: torch.device, image_size: int | None = None) -> FeatureSpace:
-    """A judge's penultimate features; path None = the shapes judge for `image_size` (trained on first use)."""
-    if path is None:
-        if image_size is None:
-            raise FalError("--feature-space judge needs images to know the judge's size; pass judge:PATH")
-        net, size, where = shapes_judge(image_size, device), image_size, "default shapes judge"
-    else:
-        (net, size), where = load_judge(path, device), str(path)
+def judge_space(path: Path, device: torch.device, where: str | None = None) -> FeatureSpace:
+    """The penultimate features of the shapes-classifier judge at `path` (the default one is found or trained
+    by the command that needs it: falcli/judges/provision.py); `where` names it in the protocol."""
+    net, size = load_judge(path, device)
+    where = where or str(path)
     dims = net.embed.out_features
 
     def extract(batches: Iterable[torch.Tensor]) -> np.ndarray:
@@ -37,28 +34,35 @@ def judge_space(path: Path | None, device: torch.device, image_size: int | None 
         return np.concatenate(rows)
 
     info = {"feature_space": "judge", "network": f"shapes-classifier penultimate features ({where})",
-            "weights": where, "dims": dims, "resize": f"none (the judge scores {size}² images only)",
+            "weights": str(path), "dims": dims, "resize": f"none (the judge scores {size}² images only)",
             "official": False, "comparable": False, "note": "comparable only between runs scored by this judge"}
     return FeatureSpace("judge", dims, extract, info, image_size=size)
 
 
 def evaluate_image_steps(task, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                          num_samples: int, say=None, weights: Path | None = None,
-                         allow_unofficial: bool = False) -> list[dict[str, float]]:
-    """Per step: `d_logit` (D's mean logit on the samples), `fid_judge` (shapes data: the shapes judge's
-    feature space), `fid_inception` (when the weights are on disk, or given as `weights`, and both sides have
-    >= 2048 images). The reference is the val split (train when a prepared folder has no val split). `say`
-    receives one line per part that was skipped and why."""
+                         allow_unofficial: bool = False, judge: Path | None = None) -> list[dict[str, float]]:
+    """Per step: `d_logit` (D's mean logit on the samples), `fid_judge` (in the feature space of `judge`, a
+    shapes-classifier judge.pt: `fal evaluate` gives the default one for shapes runs), `fid_inception` (when
+    the weights are on disk, or given as `weights`, and both sides have >= 2048 images). The reference is the
+    val split (train when a prepared folder has no val split). `say` receives one line per part that was
+    skipped and why."""
     if say is None:
         say = lambda message: console.print(f"note: {message}", markup=False)  # noqa: E731
     if weights is not None and not Path(weights).is_file():  # before any work, even if too few images use it
         raise FalError(f"--weights {weights}: no such file; {_missing_message(INCEPTION_FID.filename, INCEPTION_FID.url)}")
+    space = judge_space(Path(judge), device) if judge is not None else None
+    if space is not None and space.image_size != recipe.data.image_size:
+        raise FalError(f"{judge}: a judge for {space.image_size}² images, but this run makes "
+                       f"{recipe.data.image_size}² images; pass a judge trained at that size")
     images, logits = generate_steps(task, G, D, recipe, device, steps, num_samples)
     rows: list[dict[str, float]] = [{"d_logit": value} for value in logits]
     reference = torch.from_numpy(np.array(load_images(recipe.data, "val")["images"])).permute(0, 3, 1, 2)
 
-    if recipe.data.source == "shapes":
-        space = judge_space(None, device, recipe.data.image_size)
+    if space is None and recipe.data.source == "shapes":
+        say("no fid_judge: no shapes judge given (`fal evaluate` trains the default one on first use; or pass "
+            "--judge PATH)")
+    elif space is not None:
         real_features = space.extract([reference])
         fake_features = [space.extract([x]) for x in images]
         if min(num_samples, len(reference)) <= space.dims:  # a covariance of fewer points is singular

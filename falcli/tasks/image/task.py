@@ -24,7 +24,7 @@ from falcli.errors import FalError
 from falcli.methods.eqgan_sa import make_spatial_encoding, training_code
 from falcli.methods.glead import make_decoder
 from falcli.nn.dims import conv_transpose_nd, norm_nd
-from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA: latents, then heatmap codes
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed, latents_for  # under EqGAN-SA: latents, then heatmap codes
 from falcli.tasks.image.config import IMAGE_SIZES, DataConfig, ImageSource, ModelConfig, default_placement, \
     generator_stages, validate  # noqa: F401  (the sections are part of this module's API)
 from falcli.tasks.image.data import SHAPES_SEEDS, ImageDataset, load_images, to_unit_range  # noqa: F401
@@ -213,13 +213,20 @@ class ImageTask:
     def condition_files(self, recipe) -> None:
         return None
 
+    def judge_needs(self, recipe) -> tuple[JudgeNeed, ...]:
+        """Shapes data: the shapes classifier at the run's image size, for fid_judge (no download needed)."""
+        if recipe.data.source != "shapes":
+            return ()
+        return (JudgeNeed("judge", "shapes_classifier.yaml", {"data.image_size": recipe.data.image_size}),)
+
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
-        """Per step: mean D logit; FID in the shapes judge's feature space (shapes data); Inception FID when
+        """Per step: mean D logit; FID in the shapes judge's feature space (paths.judge); Inception FID when
         its weights are on disk and there are >= 2048 images per side. References: the val split."""
         # keeps --help fast, and every command but evaluation: pytorch-fid and torchvision load here
         from falcli.tasks.image.evaluate import evaluate_image_steps  # keeps --help fast
 
         paths = paths or EvaluatePaths()
         return evaluate_image_steps(self, G, D, recipe, device, steps, num_samples, say=paths.note,
-                                    weights=paths.weights, allow_unofficial=paths.allow_unofficial_weights)
+                                    weights=paths.weights, allow_unofficial=paths.allow_unofficial_weights,
+                                    judge=paths.judge)

@@ -26,6 +26,7 @@ from falcli.core.pictures import to_uint8
 from falcli.errors import FalError
 from falcli.formats.nyu import BORDER_BOX_480x640
 from falcli.judges.base import load
+from falcli.judges.segmenter import JUDGE as SEGMENTER
 from falcli.metrics.depth import DEPTH_KEYS, EIGEN_CROP_480x640, depth_errors
 from falcli.metrics.image import l1_per_image, psnr_per_image, ssim_per_image, to_pixels
 from falcli.metrics.lpips import load_lpips
@@ -37,11 +38,6 @@ from falcli.tasks.translation.data import depth_from_network
 EVAL_BATCH = 16                          # pairs per forward pass
 NUM_CLASSES = 19                         # Cityscapes train ids
 SCORE_KEYS = score_keys("pix2pix")      # the FCN-score's keys under pix2pix's class means
-
-
-def default_segmenter_path(dataset_name: str) -> Path:
-    """Where `fal train recipes/<dataset>_segmenter.yaml` leaves its judge."""
-    return Path("runs") / f"{dataset_name}_segmenter" / "judge.pt"
 
 
 def _warn(message: str) -> None:
@@ -58,8 +54,8 @@ def evaluate_translation(G: nn.Module, D: nn.Module, recipe, device: torch.devic
 
     lpips_weights: AlexNet file for LPIPS (None = search $FAL_WEIGHTS_DIR and the torch hub cache), refused
     when its SHA-256 is not the official one unless allow_unofficial_weights.
-    seg_weights: a segmenter judge.pt (None = runs/<dataset>_segmenter/judge.pt if it exists; a path given
-    explicitly must load). note: receives one line per metric that was skipped and why (default: a warning).
+    seg_weights: a segmenter judge.pt (None: no FCN-score, with a note; `fal evaluate` fills it from the task's
+    judge_needs). note: receives one line per metric that was skipped and why (default: a warning).
     """
     note = note or _warn
     pairing = resolve_pairing(recipe.data)
@@ -164,14 +160,12 @@ def _open_lpips(weights: Path | None, device: torch.device, size: int, note,
 
 
 def _open_segmenter(path: Path | None, pairing, device: torch.device, note):
-    """The segmenter judge as (net, its input size); None (with a note) when the default one is absent."""
-    explicit = path is not None
-    path = Path(path) if explicit else default_segmenter_path(pairing.name)
-    if not explicit and not path.is_file():
-        note(f"FCN-score unavailable: no segmenter judge at {path}; train one with "
-             f"`fal train recipes/{pairing.name}_segmenter.yaml`, or pass --seg-weights PATH")
+    """The segmenter judge as (net, its input size); None (with a note) when none is given."""
+    if path is None:
+        note(f"FCN-score unavailable: no segmenter judge; `fal evaluate` trains one on first use where fal ships "
+             f"recipes/{pairing.name}_segmenter.yaml, or pass --seg-weights PATH")
         return None
-    net, judge_recipe, _ = load(path, device, expect="segmenter")
+    net, judge_recipe, _ = load(path, device, SEGMENTER)
     if judge_recipe.model.classes != NUM_CLASSES:
         raise FalError(f"{path}: a segmenter of {judge_recipe.model.classes} classes; the FCN-score needs the "
                        f"{NUM_CLASSES} Cityscapes train ids")

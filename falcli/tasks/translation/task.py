@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from falcli.config import SHIPPED_RECIPES
 from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
 from falcli.core.files import ImageFiles
-from falcli.tasks.base import Batch, EvaluatePaths
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed
 from falcli.tasks.translation import data as paired
 from falcli.tasks.translation.config import DataConfig, ModelConfig, Pairing, default_placement, \
     patch_map_size, resolve_pairing, validate  # noqa: F401  (the sections are part of this module's API)
@@ -105,6 +106,18 @@ class TranslationTask:
             rows.append([blank, *(m[i] for m in maps), blank])
         columns = ["input", *(f"step {t}" for t in range(1, len(steps) + 1)), "target"]
         save_png(labelled(tile(rows), rows, column_labels=columns, colour_scale=True), path)
+
+    def judge_needs(self, recipe) -> tuple[JudgeNeed, ...]:
+        """Label map → photo on data with train-id labels: the segmenter of the FCN-score, from the shipped
+        `<dataset>_segmenter.yaml` (on this run's prepared folder); none where no such recipe is shipped."""
+        pairing = self.pairing(recipe)
+        shipped = f"{pairing.name}_segmenter.yaml"
+        if not (pairing.makes_photos and pairing.meta.get("eval_fields", {}).get("segmentation")
+                and (SHIPPED_RECIPES / shipped).is_file()):
+            return ()
+        data = recipe.data
+        where = {"data.root": str(Path(data.root).resolve())} if data.dataset == "prepared" else {}
+        return (JudgeNeed("seg_weights", shipped, where),)
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:

@@ -9,8 +9,8 @@ from torch import nn
 
 from falcli.core.feedback import unroll
 from falcli.errors import FalError
-from falcli.judges.base import predict
-from falcli.judges.voxel_classifier import judge_for, to_judge_resolution
+from falcli.judges.base import load, predict
+from falcli.judges.voxel_classifier import JUDGE, to_judge_resolution
 from falcli.metrics.coverage import coverage_metrics
 from falcli.metrics.voxel import voxel_metrics
 from falcli.tasks.voxel.data import check_classes, class_names, load_voxels, occupancy
@@ -43,11 +43,17 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
     occupancy and D's mean σ.
 
     accuracy = share of generated shapes the judge assigns to a class the GAN was trained on (with one class,
-    as in the paper, that class). The judge is `judge_path`, or found/trained by `judges.voxel_classifier`.
+    as in the paper, that class); shapes it puts in its reject class (noise) count for none (`predicted/reject`).
+    `judge_path` is a voxel-classifier judge.pt (`fal evaluate` passes --judge, or the one it trained for the
+    run's data: falcli/judges/provision.py).
     """
     data = recipe.data
-    check_classes(data)  # before a judge is trained for nothing
-    net, judge_recipe, judge_names = judge_for(data, device, judge_path)
+    check_classes(data)
+    if judge_path is None:
+        raise FalError("voxel evaluation needs a voxel classifier: `fal evaluate` trains one for the run's data on "
+                       "first use, or pass --judge JUDGE.pt")
+    net, judge_recipe, _ = load(judge_path, device, JUDGE)
+    judge_names = JUDGE.class_names(judge_recipe)
     trained = list(data.classes) if data.classes else class_names(data)
     missing = [c for c in trained if c not in judge_names]
     if missing:
@@ -79,7 +85,7 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
             # quality and coverage in the judge's feature space, as for images (falcli/metrics/coverage.py)
             scores = coverage_metrics(real_features, _features(net, inputs, device))
             row.update({f"{k}_judge": v for k, v in scores.items()})
-        for k, name in enumerate(judge_names):
+        for k, name in enumerate(JUDGE.output_names(judge_recipe)):
             row[f"predicted/{name}"] = float((pred == k).float().mean())
         row.update(reference)
         row.update({k: v for k, v in voxel_metrics(grids, real, device).items() if k != "protocol"})

@@ -22,9 +22,9 @@ from falcli.core.render import render_voxels
 from falcli.core.runtime import randn_shard
 from falcli.errors import FalError
 from falcli.formats.binvox import write_binvox, z_up_to_y_up
-from falcli.tasks.base import Batch, EvaluatePaths
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed
 from falcli.tasks.voxel.config import validate
-from falcli.tasks.voxel.data import DataConfig, VoxelDataset, load_voxels, occupancy
+from falcli.tasks.voxel.data import DataConfig, VoxelDataset, check_classes, load_voxels, occupancy
 from falcli.tasks.voxel.evaluate import evaluate_voxel, fixed_latents
 from falcli.tasks.voxel.nets import MAP_SIZE, ModelConfig, VoxelDiscriminator, VoxelGenerator, default_placement, \
     generator_widths, num_stages
@@ -128,6 +128,15 @@ class VoxelTask:
 
     def condition_files(self, recipe) -> None:
         return None
+
+    def judge_needs(self, recipe) -> tuple[JudgeNeed, ...]:
+        """The voxel classifier, trained on this run's data source at its resolution, every class of it."""
+        data = recipe.data
+        check_classes(data)  # before a judge is trained for nothing
+        where = {"data.root": str(Path(data.root).resolve())} if data.source == "prepared" else {}
+        return (JudgeNeed("judge", "voxel_classifier.yaml", {"data.source": data.source, **where,
+                                                             "data.resolution": data.resolution,
+                                                             "data.classes": None}),)
 
     def evaluate(self, G: nn.Module, D: nn.Module, recipe, device: torch.device, steps: int,
                  num_samples: int, paths: EvaluatePaths | None = None) -> list[dict[str, float]]:
