@@ -10,7 +10,10 @@ no reject output, so every input counts as assigned to a class). About 5 min per
 import statistics, sys, tempfile
 from pathlib import Path
 import torch
-from falcli.resolve import load_recipe
+try:
+    from falcli.resolve import load_recipe
+except ImportError:  # a checkout from before resolve.py (the "before the reject class" row)
+    from falcli.config import load_recipe
 from falcli.judges import JUDGES
 from falcli.judges.base import fit, predict
 
