@@ -58,7 +58,7 @@ KNOWN_CYCLES = [
 # Imports inside functions (without the --help mark) per module, as left from before; may only go down.
 INNER = {
     "falcli.commands.ablate": 7, "falcli.commands.edit_heatmaps": 4, "falcli.commands.evaluate.checkpoints": 16,
-    "falcli.commands.evaluate.fid": 8, "falcli.commands.evaluate.files": 13, "falcli.commands.refine": 9,
+    "falcli.commands.evaluate.fid": 8, "falcli.commands.evaluate.files": 13,
     "falcli.commands.report": 5, "falcli.commands.sample": 3, "falcli.commands.toy_experiment": 2,
     "falcli.config": 4, "falcli.core.checkpoint": 2, "falcli.core.files": 5, "falcli.judges.base": 3,
     "falcli.judges.classifier": 4, "falcli.judges.voxel_classifier": 3, "falcli.methods": 3,
