@@ -65,14 +65,19 @@ class Source:
 
 @dataclass
 class Collected:
-    """Running results: D's score sums per step and the first GRID_ROWS samples of every step for the grid."""
+    """Running results: D's score sums per step, every step's samples (for the task's metrics; the toy's
+    step-t/points.npy) and the first GRID_ROWS samples of every step for the grid."""
 
     scores: list[float]
     logits: list[float] = field(default_factory=list)
     shown: list[Unrolled] = field(default_factory=list)
     conditions: list[torch.Tensor] = field(default_factory=list)
     reconstructions: list[torch.Tensor] = field(default_factory=list)
-    points: list[list[torch.Tensor]] = field(default_factory=list)  # toy: every point of every step
+    samples: list[list[torch.Tensor]] = field(default_factory=list)  # step → batches, on the CPU
+    all_conditions: list[torch.Tensor] = field(default_factory=list)  # conditional tasks: every batch's inputs
+
+    def steps(self) -> list[torch.Tensor]:
+        return [torch.cat(batches) for batches in self.samples]
 
     def shown_rows(self) -> int:
         return sum(len(u.samples[0]) for u in self.shown)

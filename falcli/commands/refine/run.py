@@ -38,6 +38,12 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
     conditional = task.conditional
     steps = _steps_for(chosen, options, recipe, warn)
     _check_method(chosen, options, conditional)
+    notes: list[str] = []  # what could not be scored, and why: into refine.json and on the console
+
+    def note(line: str) -> None:
+        notes.append(line)
+        (say or warn)(line)
+
     say = say or (lambda message: None)
 
     if chosen.space == "rejection":
@@ -50,10 +56,11 @@ def refine(options: RefineOptions, on_progress: ProgressFn | None = None, warn: 
     try:
         with fresh_folder(out) as tmp:
             if source is None:
-                result = refine_rejection(options, recipe, task, G, D, device, tmp, on_progress)
+                result = refine_rejection(options, recipe, task, G, D, device, tmp, on_progress, note)
             else:
                 result = refine_source(options, chosen, steps, recipe, task, source, G, D, device, tmp,
-                                        on_progress, warn)
+                                       on_progress, warn, note)
+            result["notes"] = notes
             result["out"] = str(out)  # where the folder ends up (it is written under a temporary name)
             (tmp / "refine.json").write_text(json.dumps(result, indent=2) + "\n")
     except BaseException:

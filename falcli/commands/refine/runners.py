@@ -13,6 +13,7 @@ from torch import nn
 
 from falcli.commands.refine.common import BATCH_SIZE, DRS_UNIFORMS, FINAL_LATENTS, K_STREAM, Collected, \
     RefineOptions, Source
+from falcli.commands.refine.metrics import task_metrics
 from falcli.commands.refine.sources import invert_all
 from falcli.commands.refine.writing import collect, write_figure, write_steps
 from falcli.commands.sample import ProgressFn, WarnFn, latents_for
@@ -25,8 +26,8 @@ from falcli.tasks import TASKS
 from falcli.tasks.base import Batch
 
 def refine_source(options: RefineOptions, chosen: refinement.Method, steps: int, recipe, task, source: Source,
-                   G: nn.Module, D: nn.Module, device: torch.device, tmp: Path, on_progress: ProgressFn | None,
-                   warn: WarnFn) -> dict:
+                  G: nn.Module, D: nn.Module, device: torch.device, tmp: Path, on_progress: ProgressFn | None,
+                  warn: WarnFn, note: WarnFn) -> dict:
     """FAL's loop or an iterative method over the source's batches; every step written into tmp."""
     count = len(source.names)
     batches = [list(range(s, min(count, s + source.batch_size))) for s in range(0, count, source.batch_size)]
@@ -94,13 +95,15 @@ def refine_source(options: RefineOptions, chosen: refinement.Method, steps: int,
         np.save(tmp / LATENTS, latents.numpy())
     if final_latents:
         np.save(tmp / FINAL_LATENTS, torch.cat(final_latents).numpy())
-    figure = write_figure(recipe, source.files, collected, tmp)
+    what = ("t=1 the sample, then G's passes" if chosen.space == "loop" else
+            f"t = iterations {', '.join(map(str, recorded_iterations))}")
+    figure = write_figure(recipe, source.files, collected, tmp, f"{chosen.name}: {what}")
     settings = None
     if chosen.iterative:
         settings = {"iterations": iterations, "lr": lr}
         if k is not None:
             settings.update({"k_eff": k, "k_estimated": estimated, "k_pairs": options.k_pairs if estimated else None})
-    return _result(options, chosen, recipe, task, count, steps, collected, spent, {
+    return _result(options, chosen, recipe, task, D, device, count, steps, collected, spent, note, {
         "input": str(source.path) if source.path is not None else None,
         "inputs": str(options.inputs) if options.inputs else None, "source": source.kind,
         "iterations": recorded_iterations, "settings": settings, "inversion": inversion, "figure": figure,
@@ -108,8 +111,8 @@ def refine_source(options: RefineOptions, chosen: refinement.Method, steps: int,
         "final_latents": FINAL_LATENTS if final_latents else None})
 
 
-def refine_rejection(options: RefineOptions, recipe, task, G: nn.Module, D: nn.Module, device: torch.device, tmp: Path,
-               on_progress: ProgressFn | None) -> dict:
+def refine_rejection(options: RefineOptions, recipe, task, G: nn.Module, D: nn.Module, device: torch.device,
+                     tmp: Path, on_progress: ProgressFn | None, note: WarnFn) -> dict:
     """DRS: step 1 = the first --count draws as G makes them, step 2 = the first --count accepted draws."""
     count = options.count if options.count is not None else recipe.evaluate.num_samples
     batch_size = options.batch_size or BATCH_SIZE
@@ -144,28 +147,30 @@ def refine_rejection(options: RefineOptions, recipe, task, G: nn.Module, D: nn.M
                        [rejection.first_logits[part], rejection.accepted_logits[part]])
         write_steps(out, names[part], files, tmp, collected)
         collect(out, None, None, collected)
-    figure = write_figure(recipe, files, collected, tmp)
+    figure = write_figure(recipe, files, collected, tmp, f"drs: t=1 G's draws, t=2 accepted "
+                          f"({options.drs_percentile:g}th pct)")
     drs = {"percentile": options.drs_percentile, "burn_in": options.drs_burn_in, "epsilon": refinement.DRS_EPSILON,
            "gamma": rejection.gamma, "l_max": rejection.l_max, "l_max_final": rejection.l_max_final,
            "draws": rejection.draws, "accepted": count, "acceptance": rejection.acceptance,
            "max_draws": max_draws, "seed": options.seed}
-    return _result(options, refinement.METHODS["drs"], recipe, task, count, 2, collected, spent, {
+    return _result(options, refinement.METHODS["drs"], recipe, task, D, device, count, 2, collected, spent, note, {
         "input": None, "inputs": None, "source": "fresh draws", "iterations": None, "settings": None,
         "drs": drs, "inversion": None, "figure": figure, "latents": None, "final_latents": None})
 
 
-def _result(options: RefineOptions, chosen: refinement.Method, recipe, task, count: int, steps: int,
-            collected: Collected, spent: float, extra: dict) -> dict:
-    metrics = [{"d_real_probability": s / count, "d_logit": lg / count} for s, lg in zip(collected.scores, collected.logits)]
-    if hasattr(task, "sample_metrics") and collected.points:  # tasks that score given samples (toy)
-        for row, task_row in zip(metrics, task.sample_metrics([torch.cat(p) for p in collected.points], recipe)):
-            row.update(task_row)
+def _result(options: RefineOptions, chosen: refinement.Method, recipe, task, D: nn.Module, device: torch.device,
+            count: int, steps: int, collected: Collected, spent: float, note: WarnFn, extra: dict) -> dict:
+    """refine.json: per step D's mean score and logit over the samples, next to the task's own metrics of them."""
+    own = [{"d_real_probability": s / count, "d_logit": lg / count} for s, lg in zip(collected.scores, collected.logits)]
+    conditions = torch.cat(collected.all_conditions) if collected.all_conditions else None
+    scored = task_metrics(task, recipe, D, collected.steps(), conditions, device, note)
+    metrics = [{**task_row, **row} for row, task_row in zip(own, scored)] if scored else own
     return {
         "format": "fal-refine", "version": 1, "task": recipe.task,
         "checkpoint": str(checkpoint.resolve(options.checkpoint).resolve()),  # the file, not a run folder
         "method": chosen.name, "count": count, "steps": steps, "trained_steps": recipe.feedback.steps,
         "d_real_probability": [row["d_real_probability"] for row in metrics],  # mean σ(D) over the map and the samples, per step
-        "metrics": metrics, "seconds": spent, "seconds_per_1000": 1000 * spent / count, **extra,
+        "metrics": metrics, "task_metrics": bool(scored), "seconds": spent, "seconds_per_1000": 1000 * spent / count, **extra,
     }
 
 
