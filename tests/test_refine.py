@@ -16,9 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from falcli.commands import train
 from falcli.cli import app
-from falcli.config import load_recipe
 from falcli.errors import FalError
 from falcli.core.feedback import unroll
 from falcli.formats.binvox import read_binvox, write_binvox, y_up_to_z_up
@@ -51,22 +49,15 @@ TINY = {
                                 "feedback.encoder_channels=4", "feedback.hidden_channels=4",
                                 "train.batch_size=2", "train.iterations=4", "train.lr_decay_start=null"]),
 }
-QUIET = ["train.log_every=1", "train.sample_every=0", "train.checkpoint_every=100"]
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tiny_runs):
     """task → path of a tiny trained checkpoint (trained on first use)."""
-    made: dict[str, Path] = {}
-
     def get(task: str) -> Path:
-        if task not in made:
-            recipe_name, overrides = TINY[task]
-            recipe = load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml", overrides + QUIET)
-            run_dir = train.run(recipe, train.RunOptions(out=tmp_path_factory.mktemp(task) / "run", device="cpu"))
-            made[task] = sorted((run_dir / "checkpoints").glob("iter-*.pt"))[-1]
-        return made[task]
+        run_dir = tiny_runs(task, *TINY[task])
+        return sorted((run_dir / "checkpoints").glob("iter-*.pt"))[-1]
     return get
 
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from falcli.commands import train
 from falcli.commands.refine import RefineOptions, refine
 from falcli.commands.refine.metrics import Replay, task_metrics
 from falcli.commands.sample import open_checkpoint
@@ -21,7 +20,6 @@ from falcli.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-QUIET = ["train.log_every=1", "train.sample_every=0", "train.checkpoint_every=100"]
 TINY = {
     "toy": ("toy", ["model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512",
                     "train.batch_size=64", "train.iterations=12", "evaluate.num_samples=64"]),
@@ -48,7 +46,7 @@ VOXEL_JUDGE = {"task": "voxel-classifier", "name": "judge",
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_runs):
     """A working folder whose runs/ holds tiny judges (shapes at 32², primitives at 16³) and tiny checkpoints."""
     root = tmp_path_factory.mktemp("refine-metrics")
     judge = load_recipe(ROOT / "recipes" / "shapes_classifier.yaml", SHAPES_JUDGE)
@@ -56,11 +54,8 @@ def workdir(tmp_path_factory):
     voxel_data = load_recipe(ROOT / "recipes" / "primitives.yaml", TINY["voxel"][1]).data
     fit(JUDGES["voxel-classifier"], recipe_from_dict(VOXEL_JUDGE),
         root / voxel_classifier.default_judge_dir(voxel_data), CPU)
-    checkpoints = {}
-    for task, (name, overrides) in TINY.items():
-        recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", overrides + QUIET)
-        run_dir = train.run(recipe, train.RunOptions(out=root / task, device="cpu"))
-        checkpoints[task] = sorted((run_dir / "checkpoints").glob("iter-*.pt"))[-1]
+    checkpoints = {task: sorted((tiny_runs(task, *TINY[task]) / "checkpoints").glob("iter-*.pt"))[-1]
+                   for task in TINY}
     return root, checkpoints
 
 
