@@ -222,14 +222,17 @@ def ablate(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the runs and the tables; finished "
                                              "runs there are reused [default: runs/ablation-<recipe name>]")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per config (recipe seed, +1, …); mean ± std")] = 3,
-    configs: Annotated[str | None, typer.Option(help="Comma-separated subset of plain, fal, eqgan_sa, glead, "
-                                                     "fal_eqgan_sa, fal_glead, plain_compute_matched (T× "
-                                                     "iterations) [default: all but the last]")] = None,
+    configs: Annotated[str | None, typer.Option(help="Comma-separated, of plain, plain_compute_matched (T× "
+                                                     "iterations), plain_dot (the plain run + latent DOT), fal, "
+                                                     "eqgan_sa, glead, fal_eqgan_sa, fal_glead \\[default: plain, "
+                                                     "plain_compute_matched, plain_dot, fal]")] = None,
     device: DeviceOpt = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue unfinished runs found in --out")] = False,
+    resume: Annotated[str | None, typer.Option(help="'auto' (continue the unfinished runs found in --out) or "
+                                                    "the folder of an earlier ablation to continue")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="40 iterations per run (for tests and smoke checks)")] = False,
 ) -> None:
-    """Plain GAN, FAL, EqGAN-SA, GLeaD and FAL + each, over seeds: per-step FID as ablation.md and .json."""
+    """FAL against the plain GAN, the compute-matched plain GAN and plain + DOT (and, by name, EqGAN-SA, GLeaD,
+    FAL + each), over seeds: the task's per-step metrics, quality next to coverage, as ablation.md and .json."""
     import shlex  # keeps --help fast
     import sys  # keeps --help fast
 
@@ -238,13 +241,15 @@ def ablate(
 
     resolved = _resolve(recipe, set_, None)
     names = ablation.parse_configs(configs)
+    out, continuing = ablation.resume_mode(resume, out)
     out = out or Path("runs") / f"ablation-{resolved.name}"
     command = "fal " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fal") else \
         f"fal ablate {recipe}"
     # One bar (every run's iterations, then every run's evaluation), drawn at its first update: a refused plan
     # prints no empty bar.
     with progress_bar("ablate", 1) as update:
-        report = ablation.run(resolved, out, seeds, names, device, quick, resume, command, on_progress=update)
+        report = ablation.run(resolved, out, seeds, names, device, quick, continuing, command, on_progress=update,
+                              say=lambda line: console.print(f"note: {line}", markup=False, soft_wrap=True))
     from rich.markdown import Markdown  # keeps --help fast
 
     console.print(Markdown(ablation.markdown(report)))

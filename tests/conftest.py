@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from falcli.commands import train
 from falcli.judges import provision
 from falcli.resolve import apply_overrides, load_recipe
 
@@ -74,3 +75,21 @@ def toy_recipe():
     def make(*overrides: str):
         return load_recipe(ROOT / "recipes" / "toy.yaml", TINY_TOY + list(overrides))
     return make
+
+
+QUIET_RUN = ["train.log_every=1", "train.sample_every=0", "train.checkpoint_every=100"]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """The module's tiny trained runs: `get(name, recipe, overrides)` → the run folder of recipes/<recipe>.yaml
+    with `overrides` (and logging every iteration, no pictures, one checkpoint), trained on first use for each
+    name — once per test module, so that what one module writes into a run never reaches another's."""
+    made: dict[str, Path] = {}
+
+    def get(name: str, recipe: str, overrides: list[str]) -> Path:
+        if name not in made:
+            loaded = load_recipe(ROOT / "recipes" / f"{recipe}.yaml", list(overrides) + QUIET_RUN)
+            made[name] = train.run(loaded, train.RunOptions(out=tmp_path_factory.mktemp(name) / "run", device="cpu"))
+        return made[name]
+    return get

@@ -15,6 +15,8 @@ def test_compute_matched_plain_gets_t_times_the_schedule(toy_recipe):
     assert plain.train == recipe.train  # the plain row keeps the FAL budget in iterations
 
 
-def test_compute_matched_is_asked_for_by_name():
-    assert "plain_compute_matched" not in ablation.parse_configs(None)
-    assert ablation.parse_configs("plain_compute_matched,plain") == ["plain", "plain_compute_matched"]
+def test_the_three_baselines_are_the_default_and_the_successors_are_asked_for_by_name():
+    assert ablation.parse_configs(None) == ["plain", "plain_compute_matched", "plain_dot", "fal"]
+    assert ablation.parse_configs("fal,plain_compute_matched") == ["plain_compute_matched", "fal"]
+    assert ablation.parse_configs("plain_dot") == ["plain", "plain_dot"]  # DOT refines the plain runs
+    assert ablation.parse_configs("glead,plain") == ["plain", "glead"]

@@ -327,7 +327,8 @@ TINY_ABLATION = ["--set", "data.shapes_train=16", "--set", "data.shapes_val=12",
 def test_ablate_end_to_end_writes_the_tables_and_reuses_finished_runs(tmp_path, tiny_judge):  # noqa: F811
     runner = CliRunner()
     shapes = str(Path(__file__).resolve().parents[1] / "recipes" / "shapes.yaml")
-    args = ["ablate", shapes, "--seeds", "2", "--out", str(tmp_path / "abl"), "--device", "cpu", *TINY_ABLATION]
+    args = ["ablate", shapes, "--seeds", "2", "--out", str(tmp_path / "abl"), "--device", "cpu", *TINY_ABLATION,
+            "--configs", "plain,fal,eqgan_sa,glead,fal_eqgan_sa,fal_glead"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "abl" / "ablation.json").read_text())
@@ -354,8 +355,8 @@ def test_ablate_end_to_end_writes_the_tables_and_reuses_finished_runs(tmp_path, 
     assert changed.exit_code == 2 and "trained with model.d_channels = 4" in changed.output
     (tmp_path / "abl" / "glead-s0" / "checkpoints" / "iter-0000002.pt").unlink()  # as if stopped at iteration 1
     unfinished = runner.invoke(app, args + ["--configs", "glead"])
-    assert unfinished.exit_code == 2 and "unfinished run (1 of 2 iterations); pass --resume" in unfinished.output
-    resumed = runner.invoke(app, args + ["--configs", "glead", "--resume"])
+    assert unfinished.exit_code == 2 and "unfinished run (1 of 2 iterations); pass --resume auto" in unfinished.output
+    resumed = runner.invoke(app, args + ["--configs", "glead", "--resume", "auto"])
     assert resumed.exit_code == 0, resumed.output
     assert (tmp_path / "abl" / "glead-s0" / "checkpoints" / "iter-0000002.pt").is_file()
 
@@ -373,10 +374,10 @@ def test_ablate_refuses_unknown_configs_and_a_recipe_without_feedback(tmp_path, 
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2 and "feedback.steps must be >= 2" in result.output
     assert not any(tmp_path.iterdir())
-    # what could get no FID is refused before anything trains
+    # what could get no FID is refused before anything trains; the successors are image-task switches
     toy = str(Path(__file__).resolve().parents[1] / "recipes" / "toy.yaml")
-    result = runner.invoke(app, ["ablate", toy, "--out", str(tmp_path / "t")])
-    assert result.exit_code == 2 and "scores image runs by FID" in result.output
+    result = runner.invoke(app, ["ablate", toy, "--configs", "eqgan_sa", "--out", str(tmp_path / "t")])
+    assert result.exit_code == 2 and "not available for the 'toy' task" in result.output
     result = runner.invoke(app, ["ablate", shapes, "--set", "evaluate.num_samples=12", "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "needs more than" in " ".join(result.output.split())
     (tmp_path / "file").write_text("mine")

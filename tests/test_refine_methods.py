@@ -17,15 +17,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from falcli.cli import app
-from falcli.commands import train
-from falcli.resolve import load_recipe
 from falcli.errors import FalError
 from falcli.methods import refinement
 from falcli.commands.refine import RefineOptions, claim_numbered, refine
 from falcli.commands.sample import SampleOptions, sample
 
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["train.log_every=1", "train.sample_every=0", "train.checkpoint_every=100"]
 TINY = {
     "toy": ("toy", ["model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512",
                     "train.batch_size=64", "train.iterations=30"]),
@@ -44,17 +41,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tiny_runs):
     """name → a tiny trained run folder (trained on first use; a second or so each)."""
-    made: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in made:
-            recipe_name, overrides = TINY[name]
-            recipe = load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml", overrides + QUIET)
-            made[name] = train.run(recipe, train.RunOptions(out=tmp_path_factory.mktemp(name) / "run", device="cpu"))
-        return made[name]
-    return get
+    return lambda name: tiny_runs(name, *TINY[name])
 
 
 def cli(*args):

@@ -95,6 +95,23 @@ def fill(paths, needs: Iterable, device: torch.device, slots: Iterable[str] | No
     return dataclasses.replace(paths, **{slot: provide(recipe, device, say) for slot, recipe in recipes})
 
 
+def cached(paths, needs: Iterable) -> tuple[Any, list[str]]:
+    """`paths` with each empty slot filled from the cache where its judge is trained already — nothing is
+    trained (`fal refine` scores with the judges there are) — and one line per judge that is not there."""
+    filled, missing = {}, []
+    for need in needs:
+        if getattr(paths, need.slot) is not None:
+            continue
+        recipe = judge_recipe(need)
+        weights = judge_dir(recipe) / WEIGHTS
+        if weights.is_file():
+            filled[need.slot] = weights
+        else:
+            missing.append(f"the {recipe.task} judge for this run's data is not trained yet ({weights.parent}); "
+                           f"`fal evaluate all --ckpt RUN` trains it on first use")
+    return dataclasses.replace(paths, **filled), missing
+
+
 def provide(recipe: JudgeRecipe, device: torch.device, say: Callable[[str], None] | None = None) -> Path:
     """The judge.pt trained from `recipe`: from the cache, or trained (or continued) there now."""
     say = say or _say

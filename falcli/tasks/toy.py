@@ -182,13 +182,6 @@ class ToyTask:
     def condition_files(self, recipe) -> None:
         return None
 
-    def sample_metrics(self, samples: list[torch.Tensor], recipe) -> list[dict[str, float]]:
-        """`evaluate`'s metrics of given points, one dict per step, against the same reference points (the fixed
-        batch's reals): `fal refine` scores every step of every method with these."""
-        reference = self.fixed_batch(recipe, torch.device("cpu"), max(len(x) for x in samples)).real
-        centers = mixture_centers(recipe.data)
-        return [toy_metrics(x, centers, recipe.data.sigma, reference) for x in samples]
-
     def judge_needs(self, recipe) -> tuple[JudgeNeed, ...]:
         return ()  # points are scored against the mixture itself
 
