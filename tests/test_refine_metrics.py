@@ -110,7 +110,9 @@ def test_a_missing_judge_is_one_line_and_nothing_is_trained(workdir, monkeypatch
                     say=notes.append)
     assert not result["task_metrics"] and set(result["metrics"][0]) == {"d_real_probability", "d_logit"}
     skipped = [line for line in notes if line.startswith("task metrics skipped")]
-    assert len(skipped) == 1 and "voxel-classifier judge" in skipped[0] and result["notes"] == skipped
+    missing = [line for line in notes if line.startswith("judge missing")]
+    assert len(missing) == 1 and "voxel-classifier judge" in missing[0] and "fal evaluate all" in missing[0]
+    assert len(skipped) == 1 and "voxel classifier" in skipped[0] and result["notes"] == missing + skipped
     assert not (provision.cache_root() / "judges").exists()  # no judge was trained silently
 
 

@@ -67,9 +67,8 @@ def task_metrics(task, recipe, D: nn.Module, steps: list[torch.Tensor], conditio
     except FalError as error:
         note(f"task metrics skipped: {error}")
         return []
-    if missing:
-        note(f"task metrics skipped: {'; '.join(missing)}")
-        return []
+    for line in missing:  # the task then skips what needs that judge (or refuses, caught below), with its note
+        note(f"judge missing: {line}")
     replay = Replay(steps, conditions)
     replayed = replace(recipe, feedback=replace(recipe.feedback, output="direct"))  # one pass of G per step
     try:
