@@ -111,14 +111,25 @@ def train(
     from falcli.console import console, print_recipe, progress_bar  # keeps --help fast
     from falcli.core.runtime import pick_device  # keeps --help fast
 
+    from falcli.judges import JudgeRecipe  # keeps --help fast
+
     resolved = _resolve(recipe, set_, seed)
-    pick_device(device)  # a wrong --device fails before anything is printed or written
+    picked = pick_device(device)  # a wrong --device fails before anything is printed or written
+    found = None
+    if not isinstance(resolved, JudgeRecipe):  # a step the device cannot hold fails here too (train.run checks)
+        from falcli.nn import budget  # keeps --help fast
+        from falcli.tasks import TASKS  # keeps --help fast
+
+        found = budget.check_training(resolved, TASKS[resolved.task], picked, int(os.environ.get("WORLD_SIZE", "1")),
+                                      str(recipe))
     quiet = os.environ.get("RANK", "0") != "0"  # under torchrun only the first process talks
     if not quiet:
         print_recipe(resolved)
     if dry_run:
+        if found is not None:
+            about = found if isinstance(found, str) else found.describe()
+            console.print(f"memory estimate ({picked.type}): {about}", soft_wrap=True, highlight=False)
         raise typer.Exit()
-    from falcli.judges import JudgeRecipe  # keeps --help fast
 
     if isinstance(resolved, JudgeRecipe):
         from falcli.judges.run import run_judge  # keeps --help fast

@@ -321,9 +321,9 @@ def recipe_from_dict(raw: dict, source: str = "recipe") -> Recipe:
     recipe = recipe_cls(**values)
     if recipe_cls is Recipe:
         owner.validate(recipe)
-        from falcli.nn.budget import check_fits  # keeps --help fast: it imports torch
+        from falcli.nn.budget import check_parameters  # keeps --help fast: it imports torch
 
-        check_fits(recipe.model, lambda: owner.make_networks(recipe), owner.ModelConfig(), source)
+        check_parameters(recipe, owner, source)
     return recipe
 
 

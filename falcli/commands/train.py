@@ -23,6 +23,7 @@ from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
 from falcli.fileio import append_jsonl
+from falcli.nn import budget
 from falcli.core.feedback import proximity_loss, unroll
 from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 from falcli.core.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
@@ -58,6 +59,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         # Two backward passes per G step; DDP's gradient hooks expect one.
         raise FalError("feedback.later_steps_train: feedback_only runs in one process; use `all` under torchrun")
     bf16 = use_bf16(cfg.precision, device)
+    budget.check_training(recipe, task, device, processes.world)  # a step this device cannot hold: refused now
     # The inputs first, so that missing data or a batch too large leaves no run folder behind.
     dataset = task.make_dataset(recipe, "train")
     check_batch_size(len(dataset), cfg.batch_size, processes.world)

@@ -23,7 +23,7 @@ from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.nn.dims import conv_transpose_nd, norm_nd
 from falcli.core.runtime import rand_shard, randn_shard
 from falcli.core.files import ImageFiles
-from falcli.tasks.base import Batch, EvaluatePaths, latents_for  # under EqGAN-SA: latents, then heatmap codes
+from falcli.tasks.base import Batch, EvaluatePaths, latent_width, latents_for  # under EqGAN-SA: latents, then heatmap codes
 
 IMAGE_SIZES = (32, 64, 128)
 SHAPES_SEEDS = {"train": 0, "val": 1, "test": 2}  # fixed: every run and the judge see the same shapes
@@ -291,6 +291,9 @@ class ImageTask:
             chosen = [channels for channels, side in D.block_shapes[::-1] if side <= resolution]
             D.decoder = make_decoder(chosen, G.stage_channels[generator_stages(size) - 2], resolution, recipe.seed)
         return G, D
+
+    def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+        return (*self.make_networks(recipe), (latent_width(recipe),))
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         real = to_unit_range(raw["images"])

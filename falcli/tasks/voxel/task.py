@@ -19,7 +19,7 @@ from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.core.files import VoxelFiles
 from falcli.core.runtime import randn_shard
-from falcli.tasks.base import Batch, EvaluatePaths
+from falcli.tasks.base import Batch, EvaluatePaths, latent_width
 from falcli.tasks.voxel.data import DataConfig, VoxelDataset, load_voxels, occupancy
 from falcli.tasks.voxel.evaluate import evaluate_voxel, fixed_latents
 from falcli.tasks.voxel.nets import MAP_SIZE, ModelConfig, VoxelDiscriminator, VoxelGenerator, default_placement, \
@@ -107,6 +107,9 @@ class VoxelTask:
         feedback = make_feedback_modules(recipe.feedback, {s: widths[s] for s in stages},
                                          out_channels=1, cond_channels=0, dims=3, seed=recipe.seed)
         return VoxelGenerator(recipe.model, resolution, feedback), VoxelDiscriminator(recipe.model, resolution)
+
+    def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+        return (*self.make_networks(recipe), (latent_width(recipe),))
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         real = raw["voxels"].unsqueeze(1).float()             # (B, 1, R, R, R) in {0, 1}
