@@ -9,16 +9,54 @@ import contextlib
 import functools
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Callable
 
 import typer
+import typer.core
+
+try:  # typer >= 0.26 parses with its own copy of click; older ones with click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
 
 from falcli import __version__
 from falcli.errors import FalError
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """A wrong type, a missing or unknown option: one red line and exit code 2, like every other user error
+    (click's own is a boxed usage message over several lines)."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as error:  # bare `fal` / `fal evaluate`: the help, as before
+            from typer import rich_utils  # keeps --help fast
+
+            rich_utils.rich_format_error(error)
+            sys.exit(error.exit_code)
+        except click_errors.UsageError as error:
+            from falcli.console import print_error  # keeps --help fast
+
+            where = f" (see `{error.ctx.command_path} --help`)" if error.ctx is not None else ""
+            print_error(" ".join(error.format_message().split()) + where)
+            sys.exit(2)
+        except click_errors.ClickException as error:
+            from falcli.console import print_error  # keeps --help fast
+
+            print_error(" ".join(error.format_message().split()))
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False, cls=_OneLineUsageErrors,
                   help="Feedback adversarial learning (FAL) and its successors, from YAML recipes.")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe value, e.g. "
