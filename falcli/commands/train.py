@@ -104,13 +104,13 @@ def _train(task, recipe: Recipe, options: RunOptions, processes, device, bf16, d
                           start_iteration=start, rank=processes.rank, world=processes.world,
                           workers=options.workers, pin_memory=device.type == "cuda")
     if resumed:
-        G.load_state_dict(resumed["G"])
-        D.load_state_dict(resumed["D"])
+        checkpoint.load_weights(G, resumed["G"], Path(f"--resume {options.resume}"), "G")
+        checkpoint.load_weights(D, resumed["D"], Path(f"--resume {options.resume}"), "D")
         for optimizer, state in ((opt_G, resumed["opt_G"]), (opt_D, resumed["opt_D"])):
             optimizer.load_state_dict(state)
             cuda_graphs.settle_optimizer(optimizer, cfg.cuda_graph, device)  # either setting resumes either
         if G_ema is not None:
-            G_ema.load_state_dict(resumed["G_ema"])
+            checkpoint.load_weights(G_ema, resumed["G_ema"], Path(f"--resume {options.resume}"), "G_ema")
         checkpoint.set_rng_state(resumed["rng"])  # after the DataLoader drew its worker seed, as a fresh run
     step = TrainStep(task, recipe, G, D, G_train, D_train, opt_G, opt_D, bf16, device)
     if cfg.cuda_graph:

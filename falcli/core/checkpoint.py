@@ -101,6 +101,17 @@ def resolve(path: Path) -> Path:
     return path  # load() says what is wrong with a missing or unreadable file
 
 
+def load_weights(module: torch.nn.Module, state: Any, path: Path, name: str) -> None:
+    """`module.load_state_dict(state)`, or one line when the stored weights are not of the networks the stored
+    recipe describes (a recipe edited or swapped after the checkpoint was written)."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as error:
+        kind = "missing or unexpected layers" if "key" in str(error).lower() else "other shapes"
+        raise FalError(f"{path}: its {name} weights do not fit the networks of its recipe ({kind}); the checkpoint "
+                       f"was altered or its recipe swapped: use the checkpoint as `fal train` wrote it") from None
+
+
 def restore(path: Path, device: torch.device, expect_task: str | None = None):
     """Rebuild (recipe, G, D, G_ema | None, payload) from a checkpoint or a run folder through its task; eval
     mode."""
@@ -115,12 +126,12 @@ def restore(path: Path, device: torch.device, expect_task: str | None = None):
         raise FalError(f"{path}: task {payload['task']!r} is unknown to this fal version")
     recipe = recipe_from_dict(payload["recipe"], source=str(path))
     G, D = TASKS[recipe.task].make_networks(recipe)
-    G.load_state_dict(payload["G"])
-    D.load_state_dict(payload["D"])
+    load_weights(G, payload["G"], path, "G")
+    load_weights(D, payload["D"], path, "D")
     G_ema = None
     if payload.get("G_ema") is not None:
         G_ema = TASKS[recipe.task].make_networks(recipe)[0]
-        G_ema.load_state_dict(payload["G_ema"])
+        load_weights(G_ema, payload["G_ema"], path, "G_ema")
         G_ema = G_ema.to(device).eval()
     return recipe, G.to(device).eval(), D.to(device).eval(), G_ema, payload
 
