@@ -23,6 +23,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from falcli.core.batch import Batch
+from falcli.core.feedback import unroll
 from falcli.errors import FalError
 
 BYTES_PER_PARAMETER = 20
@@ -101,9 +103,6 @@ def _activation_bytes(task, recipe, G: nn.Module, D: nn.Module, input_shape: tup
     Steps 2 … T are alike (the same networks on inputs of the same shapes), so at most two are run and the
     last one counted T − 2 more times: feedback.steps=100000 is estimated as fast as 3.
     """
-    from falcli.core.batch import Batch
-    from falcli.core.feedback import unroll
-
     passes: dict[str, list[int]] = {"G": [], "D": []}  # bytes returned by the leaves, per call of G and of D
 
     def counter(key: str):
