@@ -158,7 +158,7 @@ def train(
         from falcli.nn import budget  # keeps --help fast
         from falcli.tasks import TASKS  # keeps --help fast
 
-        found = budget.check_training(resolved, TASKS[resolved.task], picked, int(os.environ.get("WORLD_SIZE", "1")),
+        found = budget.check_training(resolved, TASKS[resolved.task], picked, int(os.environ.get("WORLD_SIZE") or 1),
                                       str(recipe))
     quiet = os.environ.get("RANK", "0") != "0"  # under torchrun only the first process talks
     if not quiet:

@@ -7,10 +7,12 @@ those of D on the reals and on every step's fakes. Both are measured by running 
 forward hook on every leaf module that sums the bytes of what it returns (fp32: under bf16 autocast a step
 needs less). docs/reliability.md compares the estimate with a measured peak.
 
-A recipe whose estimate exceeds the larger of this machine's RAM and its largest GPU is refused when it is
-loaded (`--dry-run`, `fal sample` on a checkpoint), before a single weight is allocated; `fal train` checks
-it again against the device it picked (available RAM on the CPU, the GPU's memory on CUDA). The refusal names
-the key that most likely made it too large.
+Two checks, each naming the key that most likely made the recipe too large:
+- `check_parameters`, wherever a recipe is loaded (`fal sample` on a checkpoint too), before a single weight is
+  allocated: G and D alone against the larger of this machine's RAM and its largest GPU (building on the meta
+  device is cheap; the forward passes of the activation count are not, so they are left to the next check);
+- `check_training`, before `fal train` (or its `--dry-run`) builds anything: the whole step against the device
+  it picked (the RAM available now on the CPU, the GPU's memory on CUDA).
 """
 from __future__ import annotations
 
@@ -71,6 +73,10 @@ _CACHE: dict[tuple, object] = {}
 
 
 def _cached(key: tuple, compute):
+    try:
+        hash(key)
+    except TypeError:  # a config holding a list: estimated every time
+        return compute()
     if key not in _CACHE:
         if len(_CACHE) >= 64:
             _CACHE.clear()
