@@ -88,7 +88,10 @@ def user_errors(command: Callable) -> Callable:
             # in one line (the temporary files of what was being written are removed on the way out).
             from falcli.console import print_error  # keeps --help fast
 
-            where = error.filename or "an output file"
+            import re  # keeps --help fast
+
+            # the output's own name, not that of the temporary sibling it is written as (.NAME.tmp-PID)
+            where = re.sub(r"(^|/)\.([^/]+)\.(tmp|partial)-[^/]*$", r"\1\2", str(error.filename or "an output file"))
             print_error(f"{where}: {error.strerror or error} ({type(error).__name__}); choose a writable location "
                         f"with free space (e.g. another --out) and retry")
             raise typer.Exit(code=2) from None
