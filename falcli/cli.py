@@ -10,13 +10,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Callable
 
 import typer
-from typer.core import TyperOption
+from typer.core import TyperGroup, TyperOption
+
+try:  # typer >= 0.26 parses with its own copy of click; older ones with click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
 
 from falcli import __version__
 from falcli.errors import FalError
@@ -31,7 +38,38 @@ def _flag_type(option: TyperOption, ctx) -> str | None:
 _option_type = TyperOption.display_type_rich
 TyperOption.display_type_rich = _flag_type
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+
+class _OneLineUsageErrors(TyperGroup):
+    """A wrong type, a missing or unknown option: one red line and exit code 2, like every other user error
+    (click's own is a boxed usage message over several lines)."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as error:  # bare `fal` / `fal evaluate`: the help, as before
+            from typer import rich_utils  # keeps --help fast
+
+            rich_utils.rich_format_error(error)
+            sys.exit(error.exit_code)
+        except click_errors.UsageError as error:
+            from falcli.console import print_error  # keeps --help fast
+
+            where = f" (see `{error.ctx.command_path} --help`)" if error.ctx is not None else ""
+            print_error(" ".join(error.format_message().split()) + where)
+            sys.exit(2)
+        except click_errors.ClickException as error:
+            from falcli.console import print_error  # keeps --help fast
+
+            print_error(" ".join(error.format_message().split()))
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", add_completion=False, cls=_OneLineUsageErrors,
                   help="Feedback adversarial learning (FAL) and its successors, from YAML recipes.")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a recipe value, e.g. "
@@ -64,7 +102,8 @@ def user_errors(command: Callable) -> Callable:
             # in one line (the temporary files of what was being written are removed on the way out).
             from falcli.console import print_error  # keeps --help fast
 
-            where = error.filename or "an output file"
+            # the output's own name, not that of the temporary sibling it is written as (.NAME.tmp-PID)
+            where = re.sub(r"(^|/)\.([^/]+)\.(tmp|partial)-[^/]*$", r"\1\2", str(error.filename or "an output file"))
             print_error(f"{where}: {error.strerror or error} ({type(error).__name__}); choose a writable location "
                         f"with free space (e.g. another --out) and retry")
             raise typer.Exit(code=2) from None
@@ -119,24 +158,41 @@ def train(
     workers: Annotated[int, typer.Option(min=0, metavar="<int>", help="DataLoader worker processes")] = 0,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard events to "
                                               "RUN/tensorboard/ (pip install \"falcli\\[tensorboard]\")")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit (without "
-                                          "loading torch: --device is not checked)")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the resolved recipe and exit (a default-"
+                                          "sized one without loading torch: --device is not checked)")] = False,
 ) -> None:
     """Train a generator and discriminator with spatial feedback."""
     from falcli.console import console, print_recipe, progress_bar  # keeps --help fast
-    from falcli.resolve import defaults_dict  # keeps --help fast
+    from falcli.resolve import defaults_dict, stays_torch_free  # keeps --help fast
+    from falcli.tasks.sections import TASK_NAMES  # keeps --help fast
 
     resolved = _resolve(recipe, set_, seed, quick=dry_run)
-    if dry_run:  # torch-free: the recipe is checked and shown, the device is not looked at
+    if dry_run and (resolved.task not in TASK_NAMES or stays_torch_free(resolved)):
+        # torch-free: the recipe is checked and shown, the device is not looked at. A judge's recipe has no
+        # estimate; a larger model than the task's default has imported torch anyway, so it is estimated below
         print_recipe(resolved, defaults_dict(resolved))
+        if resolved.task in TASK_NAMES:
+            console.print("memory estimate: checked when training starts (--dry-run stays torch-free)",
+                          soft_wrap=True, highlight=False)
         raise typer.Exit()
     from falcli.core.runtime import pick_device  # keeps --help fast
+    from falcli.judges import JudgeRecipe  # keeps --help fast
 
-    pick_device(device)  # a wrong --device fails before anything is printed or written
+    picked = pick_device(device)  # a wrong --device fails before anything is printed or written
+    found = None
+    if not isinstance(resolved, JudgeRecipe):  # a step the device cannot hold fails here too (train.run checks)
+        from falcli.nn import budget  # keeps --help fast
+        from falcli.tasks import TASKS  # keeps --help fast
+
+        found = budget.check_training(resolved, TASKS[resolved.task], picked, int(os.environ.get("WORLD_SIZE") or 1),
+                                      str(recipe))
     quiet = os.environ.get("RANK", "0") != "0"  # under torchrun only the first process talks
     if not quiet:
         print_recipe(resolved, defaults_dict(resolved))
-    from falcli.judges import JudgeRecipe  # keeps --help fast
+    if dry_run:
+        about = found if isinstance(found, str) else found.describe()
+        console.print(f"memory estimate ({picked.type}): {about}", soft_wrap=True, highlight=False)
+        raise typer.Exit()
 
     if isinstance(resolved, JudgeRecipe):
         from falcli.judges.run import run_judge  # keeps --help fast

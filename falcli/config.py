@@ -234,6 +234,8 @@ def find_recipe(path: Path | str) -> Path:
         shipped = SHIPPED_RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
         if shipped.is_file():
             return shipped
+    if path.is_dir():
+        raise FalError(f"{path}: a folder, not a recipe file; pass a YAML file such as recipes/toy.yaml")
     names = ", ".join(p.stem for p in shipped_recipes())
     raise FalError(f"{path}: no such recipe file; the shipped ones are {names} (`fal recipes` lists them)")
 

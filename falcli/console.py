@@ -5,6 +5,7 @@ import contextlib
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 from rich.tree import Tree
@@ -16,7 +17,8 @@ error_console = Console(stderr=True, highlight=False)
 
 
 def print_error(message: str) -> None:
-    error_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+    # escaped: a message quotes paths and values, whose brackets are not markup
+    error_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, markup=True)
 
 
 def print_recipe(recipe: Recipe, defaults: dict) -> None:

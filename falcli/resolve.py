@@ -67,7 +67,8 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 def recipe_from_dict(raw: dict, source: str = "recipe", quick: bool = False) -> Recipe:
     """Build a Recipe from a plain dict (a YAML file, or the copy stored in a checkpoint).
 
-    The networks' parameters are counted on the meta device and refused when they cannot be trained here.
+    The networks' parameters are counted on the meta device and refused when they cannot be trained on any
+    device here (falcli/nn/budget.check_parameters; the whole step is checked by `fal train`, check_training).
     `quick` (for `fal train --dry-run`) skips that count, which imports torch, when no integer of the model
     and feedback sections is above its default: such networks are no larger than the task's published ones
     (well under a GiB to train), and the count is made anyway when the run starts.
@@ -83,11 +84,10 @@ def recipe_from_dict(raw: dict, source: str = "recipe", quick: bool = False) -> 
     sections = SECTIONS.get(task_name) or _tasks()[task_name]
     recipe = assemble(raw, Recipe, {"data": sections.DataConfig, "model": sections.ModelConfig}, source)
     sections.validate(recipe)
-    if not (quick and _default_sized(recipe, sections)):
-        from falcli.nn.budget import check_fits  # keeps --help fast (and --dry-run torch-free): torch's meta device
+    if not (quick and stays_torch_free(recipe)):
+        from falcli.nn.budget import check_parameters  # keeps --help fast (and --dry-run torch-free): meta device
 
-        task = _tasks()[task_name]
-        check_fits(recipe.model, lambda: task.make_networks(recipe), sections.ModelConfig(), source)
+        check_parameters(recipe, _tasks()[task_name], source)
     return recipe
 
 
@@ -115,6 +115,13 @@ def _judge_recipe(name: str, raw: dict, source: str):
     from falcli.judges.base import judge_recipe_from_dict  # keeps --help fast (and --dry-run torch-free)
 
     return judge_recipe_from_dict(judges[name], raw, source)
+
+
+def stays_torch_free(recipe) -> bool:
+    """`fal train --dry-run` shows this recipe without importing torch: its task's sections are torch-free and
+    its networks default-sized (so the parameter count, and the memory estimate, wait until training starts)."""
+    sections = SECTIONS.get(recipe.task)
+    return sections is not None and _default_sized(recipe, sections)
 
 
 def _default_sized(recipe: Recipe, sections) -> bool:
@@ -190,11 +197,11 @@ def restore(path: Path, device, expect_task: str | None = None) -> Restored:
     recipe = recipe_from_dict(payload["recipe"], source=str(path))
     task = _tasks()[recipe.task]
     G, D = task.make_networks(recipe)
-    G.load_state_dict(payload["G"])
-    D.load_state_dict(payload["D"])
+    checkpoint.load_weights(G, payload["G"], path, "G")
+    checkpoint.load_weights(D, payload["D"], path, "D")
     G_ema = None
     if payload.get("G_ema") is not None:
         G_ema = task.make_networks(recipe)[0]
-        G_ema.load_state_dict(payload["G_ema"])
+        checkpoint.load_weights(G_ema, payload["G_ema"], path, "G_ema")
         G_ema = G_ema.to(device).eval()
     return Restored(recipe, G.to(device).eval(), D.to(device).eval(), G_ema, payload)

@@ -344,6 +344,104 @@ def test_a_checkpoint_whose_recipe_cannot_fit_is_refused_before_allocating(tmp_p
         resolve.restore(path, torch.device("cpu"))
 
 
+# --- the memory estimate: parameters, Adam state and one step's activations, before anything is built ---
+
+def test_every_shipped_recipe_has_an_estimate_and_fits_a_small_machine() -> None:
+    from falcli.config import shipped_recipes
+    from falcli.resolve import load_recipe
+    from falcli.judges import JudgeRecipe
+    from falcli.nn import budget
+    from falcli.tasks import TASKS
+
+    estimated = 0
+    for path in shipped_recipes():
+        recipe = load_recipe(path)  # accepted at load (the parameter check)
+        if isinstance(recipe, JudgeRecipe):
+            continue
+        found = budget.estimate(recipe, TASKS[recipe.task])
+        # cityscapes and nyu_depth too, without their prepared data: from the channels the preparers write
+        assert isinstance(found, budget.Estimate), (path.name, found)
+        assert found.total_bytes < 8 * 2**30, (path.name, found.describe())  # docs/reliability.md: the largest
+        estimated += 1
+    assert estimated >= 10
+
+
+def test_translation_is_estimated_from_the_declared_channels_before_its_data_is_prepared(tmp_path: Path) -> None:
+    from falcli.resolve import load_recipe
+    from falcli.nn import budget
+    from falcli.tasks import TASKS
+
+    task = TASKS["translation"]
+    plain = load_recipe(ROOT / "recipes" / "cityscapes.yaml", ["feedback.steps=1", f"data.root={tmp_path}"])
+    # pix2pix's unet_256 and 70×70 PatchGAN on 3 → 3 channels (tests/test_task_translation.py counts them built)
+    assert budget.parameters(plain, task) == 54_413_955 + 2_768_705
+    depth = load_recipe(ROOT / "recipes" / "nyu_depth.yaml", [f"data.root={tmp_path}"])
+    first_conv = next(m for m in task.memory_probe(depth)[1].modules() if isinstance(m, __import__("torch").nn.Conv2d))
+    assert first_conv.in_channels == 3 + 1  # D sees the RGB input and the one-channel depth
+    unknown = load_recipe(ROOT / "recipes" / "cityscapes.yaml", [f"data.root={tmp_path}", "data.direction=sideways"])
+    found = budget.estimate(unknown, task)
+    assert isinstance(found, str) and found.startswith("skipped:") and "data.direction 'sideways'" in found
+
+
+def test_the_dry_run_prints_the_estimate_or_why_it_was_skipped(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from falcli.cli import app
+
+    shown = CliRunner().invoke(app, ["train", "toy", "--dry-run", "--device", "cpu"])  # toy's sections need torch
+    assert shown.exit_code == 0 and "memory estimate (cpu): 0.13 M parameters" in shown.stdout, shown.output
+    # a default-sized recipe of a torch-free task: the dry run stays torch-free and says when it is checked
+    light = CliRunner().invoke(app, ["train", "shapes", "--dry-run", "--device", "cpu"])
+    assert light.exit_code == 0, light.output
+    assert "memory estimate: checked when training starts (--dry-run stays torch-free)" in light.stdout
+    wider = CliRunner().invoke(app, ["train", "shapes", "--dry-run", "--device", "cpu", "--set", "model.g_channels=128"])
+    assert wider.exit_code == 0 and "memory estimate (cpu): 3.55 M parameters" in wider.stdout, wider.output
+    skipped = CliRunner().invoke(app, ["train", "cityscapes", "--dry-run", "--device", "cpu", "--set",
+                                       f"data.root={tmp_path}", "--set", "data.direction=sideways", "--set",
+                                       "model.generator_channels=128"])
+    assert skipped.exit_code == 0 and "memory estimate (cpu): skipped:" in skipped.stdout, skipped.output
+
+
+def test_a_step_too_large_is_refused_by_the_dry_run_when_torch_is_loaded_and_by_train_always(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from falcli.cli import app
+
+    wide = ["--set", "model.g_channels=128", "--set", "train.batch_size=1000000"]
+    refused = CliRunner().invoke(app, ["train", "shapes", "--dry-run", "--device", "cpu", *wide])
+    assert refused.exit_code == 2 and "train.batch_size=1000000" in refused.output, refused.output
+    light = CliRunner().invoke(app, ["train", "shapes", "--dry-run", "--device", "cpu", "--set",
+                                     "train.batch_size=1000000"])
+    assert light.exit_code == 0 and "checked when training starts" in light.stdout, light.output
+    out = tmp_path / "run"
+    trained = CliRunner().invoke(app, ["train", "shapes", "--device", "cpu", "--out", str(out), "--set",
+                                       "train.batch_size=1000000"])
+    assert trained.exit_code == 2 and "train.batch_size=1000000" in trained.output, trained.output
+    assert not out.exists()  # refused before anything is written
+
+
+def test_activations_scale_with_the_batch_and_the_steps_and_the_refusal_names_the_key() -> None:
+    from falcli.resolve import load_recipe
+    from falcli.errors import FalError
+    from falcli.nn import budget
+    from falcli.tasks import TASKS
+
+    task = TASKS["image"]
+    small, large = (budget.estimate(load_recipe(ROOT / "recipes" / "shapes.yaml", [f"train.batch_size={b}"]), task)
+                    for b in (16, 64))
+    assert small.parameters == large.parameters
+    assert 3.9 < large.activation_bytes / small.activation_bytes < 4.1
+    one, many = (budget.estimate(load_recipe(ROOT / "recipes" / "shapes.yaml", [f"feedback.steps={t}"]), task)
+                 for t in (2, 20000))  # 20000 steps cost no more to estimate than 2 (steps 2 … T are alike)
+    assert 9000 < many.activation_bytes / one.activation_bytes < 20000
+    cpu = __import__("torch").device("cpu")
+    for override, key in (("train.batch_size=1000000", "train.batch_size=1000000"),
+                          ("feedback.steps=20000", "feedback.steps=20000")):
+        with pytest.raises(FalError, match=key) as error:
+            budget.check_training(load_recipe(ROOT / "recipes" / "shapes.yaml", [override]), task, cpu)
+        assert "\n" not in str(error.value) and "to train" in str(error.value)
+
+
 # The fuzzer: real recipes, mutated at random (seeded), through load and validation in-process. Each must
 # end as a Recipe or a one-line FalError; anything else is a traceback a user would see.
 FUZZ_MUTATIONS = 1000
@@ -519,6 +617,8 @@ def world(tmp_path_factory):
     """A finished tiny run and the odd files the bad inputs point at (the sentinels)."""
     from falcli.commands import train
     from falcli.core import checkpoint
+    import yaml
+
     from falcli.config import recipe_to_dict
     from falcli.resolve import load_recipe
 
@@ -541,6 +641,20 @@ def world(tmp_path_factory):
     checkpoint.atomic_save({"format": "fal-checkpoint", "version": 1, "task": "toy", "iteration": 4,
                             "recipe": stored, "G": {}, "D": {}}, base / "huge" / "checkpoints" / "iter-0000004.pt")
     (base / "huge" / "recipe.yaml").write_text("task: toy\n")
+    # Checkpoints that are not what they claim: cut short, empty, and one whose recipe is of another task.
+    saved = run / "checkpoints" / "iter-0000004.pt"
+    (base / "truncated.pt").write_bytes(saved.read_bytes()[:2000])
+    (base / "empty.pt").write_bytes(b"")
+    import torch
+
+    payload = torch.load(saved, weights_only=True)
+    payload["recipe"], payload["task"] = yaml.safe_load((ROOT / "recipes" / "shapes.yaml").read_text()), "image"
+    payload["recipe"]["name"] = "shapes"
+    checkpoint.atomic_save(payload, base / "other-task" / "checkpoints" / "iter-0000004.pt")
+    (base / "empty.yaml").write_text("")
+    np.save(base / "points.npy", np.zeros((64, 2), dtype=np.float32))
+    (base / "bad.npy").write_bytes(np.random.default_rng(2).bytes(500))
+    (base / "empty.zip").write_bytes(b"")
     return base, run
 
 
@@ -582,6 +696,84 @@ BAD_INPUTS = [  # {w}: the world folder; {run}: its finished run
     ["train", TOY, "--out", "/proc/fal-run"], ["report", "{run}", "--out", "/dev/full"],   # read-only, disk full
     ["evaluate", "toy", "--ckpt", "{run}", "--json", "/dev/full"], ["toy", TOY, "--out", "/proc/fal", "--quick"],
     ["edit-heatmaps", "--ckpt", "{run}", "--centre=0,0", "--out", "{w}/new.png"],
+    # --- memory: a step the machine cannot hold is refused before anything is built ---
+    ["train", TOY, "--set", "train.batch_size=100000000", "--dry-run"],
+    ["train", TOY, "--set", "train.batch_size=100000000", "--out", "{w}/new"],
+    # (shapes' --dry-run at its default sizes stays torch-free: the estimate waits for `fal train`, which refuses)
+    ["train", "shapes", "--set", "train.batch_size=1000000", "--out", "{w}/new"],
+    ["train", "shapes", "--set", "data.image_size=128", "--set", "train.batch_size=100000", "--out", "{w}/new"],
+    # --- train: wrong types, counts, files ---
+    ["train", TOY, "--workers", "-1"], ["train", TOY, "--workers", "two"], ["train", TOY, "--seed", "abc"],
+    ["train", TOY, "--seed", "-5"], ["train", "{w}/empty.yaml"], ["train", "{w}/empty"], ["train"],
+    ["train", TOY, "--resume", "{w}/truncated.pt", "--out", "{w}/new"],
+    ["train", TOY, "--resume", "{w}/empty.pt", "--out", "{w}/new"],
+    ["train", TOY, "--resume", "{w}/other-task/checkpoints/iter-0000004.pt", "--out", "{w}/new"],
+    ["train", TOY, "--resume", "{w}/empty", "--out", "{w}/new"],
+    ["train", TOY, "--set", "feedback.steps=0"], ["train", TOY, "--set", "train.batch_size=-4"],
+    ["train", TOY, "--set", "feedback.test_steps=-1"], ["train", TOY, "--set", "evaluate.num_samples=many"],
+    ["train", TOY, "--device", "cuda:7"], ["train", TOY, "--resume", "auto", "--out", "{w}/afile"],
+    ["train", "{w}/\udcffrecipe.yaml"], ["train", TOY, "--bogus"], ["bogus"],
+    # --- sample ---
+    ["sample", "--ckpt", "{run}", "--count", "-1", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{run}", "--count", "two", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{run}", "--count", "2"],
+    ["sample", "--ckpt", "{run}", "--count", "2", "--steps", "0", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{run}", "--count", "2", "--steps", "-1", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{run}", "--count", "2", "--batch-size", "0", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{w}/truncated.pt", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{w}/empty.pt", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{w}/other-task", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{w}/afile", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{w}/\udcff.pt", "--count", "2", "--out", "{w}/new"],
+    ["sample", "--ckpt", "{run}", "--count", "2", "--out", "/proc/fal-sample"],
+    ["sample", "--ckpt", "{run}", "--count", "2", "--device", "banana", "--out", "{w}/new"],
+    # --- refine ---
+    ["refine", "--ckpt", "{run}", "--steps", "0", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--method", "banana", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--input", "{w}/afile", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--input", "{w}/empty", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{w}/truncated.pt", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{w}/other-task", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--count", "0", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--count", "-3", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--out", "{run}"],
+    ["refine", "--ckpt", "{run}", "--count", "4", "--out", "/proc/fal-refine"],
+    ["refine", "--ckpt", "{run}", "--method", "dot-latent", "--lr", "-1", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--method", "gradient", "--iterations", "0", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--method", "drs", "--drs-percentile", "150", "--out", "{w}/new"],
+    ["refine", "--ckpt", "{run}", "--batch-size", "0", "--out", "{w}/new"],
+    # --- evaluate ---
+    ["evaluate", "toy", "--ckpt", "{run}", "--steps", "0"], ["evaluate", "toy", "--ckpt", "{run}", "--num-samples", "0"],
+    ["evaluate", "toy", "--ckpt", "{run}", "--num-samples", "-5"], ["evaluate", "toy", "--ckpt", "{w}/truncated.pt"],
+    ["evaluate", "toy", "--ckpt", "{w}/other-task"], ["evaluate", "toy", "--ckpt", "{run}", "--json", "{w}/empty"],
+    ["evaluate", "fid", "{w}/afile", "{w}/afile"], ["evaluate", "fid", "{w}/empty", "{w}/empty"],
+    ["evaluate", "fid", "{w}/raw", "{w}/raw", "--dims", "7"], ["evaluate", "fid", "{w}/raw", "{w}/raw", "--batch-size", "0"],
+    ["evaluate", "fid", "{w}/raw", "{w}/raw", "--feature-space", "banana"],
+    ["evaluate", "kid", "{w}/raw", "{w}/raw", "--kid-subset-size", "0"],
+    ["evaluate", "l1", "{w}/empty", "{w}/raw"], ["evaluate", "psnr", "{w}/raw"],
+    ["evaluate", "depth", "{w}/raw", "{w}/raw", "--min-depth", "5", "--max-depth", "1"],
+    ["evaluate", "toy", "{w}/binary.yaml", "--dataset", "ring"], ["evaluate", "toy", "{w}/points.npy", "--dataset", "banana"],
+    ["evaluate", "toy", "{w}/bad.npy", "--dataset", "ring"], ["evaluate", "all"],
+    ["evaluate", "toy", "--ckpt", "{w}/\udcffrun"],
+    # --- prepare ---
+    ["prepare", "images", "{w}/afile", "--out", "{w}/new"], ["prepare", "images", "{w}/empty", "--out", "{w}/new"],
+    ["prepare", "images", "{w}/raw", "--size", "0", "--out", "{w}/new"], ["prepare", "images", "{w}/raw", "--size", "abc"],
+    ["prepare", "shapes", "--count", "0", "--out", "{w}/new"], ["prepare", "shapes", "--count", "-1", "--out", "{w}/new"],
+    ["prepare", "primitives", "--classes", "banana", "--out", "{w}/new"],
+    ["prepare", "images", "{w}/raw", "--out", "/proc/fal-data"], ["prepare", "nyu", "{w}/afile", "--out", "{w}/new"],
+    ["prepare", "celeba", "{w}/empty", "--out", "{w}/new"], ["prepare", "cityscapes", "{w}/empty", "--out", "{w}/new"],
+    ["prepare", "pix2pix", "{w}/empty", "--out", "{w}/new"], ["prepare", "shapenet", "{w}/empty", "--out", "{w}/new"],
+    ["prepare", "images", "{w}/raw", "--raw", "{w}/empty", "--out", "{w}/new"],
+    ["prepare", "images", "{w}/\udcffraw", "--out", "{w}/new"], ["prepare", "images", "{w}/empty.zip", "--out", "{w}/new"],
+    # --- report, ablate, toy, recipes, edit-heatmaps ---
+    ["report", "{w}/afile"], ["report", "{run}", "--out", "{w}/empty"], ["report", "{run}", "--out", "/proc/fal-report.html"],
+    ["report", "{w}/\udcffrun"], ["report"],
+    ["ablate", TOY, "--seeds", "0"], ["ablate", TOY, "--configs", "banana"], ["ablate", TOY, "--seeds", "abc"],
+    ["ablate", "{w}/empty.yaml"],
+    ["toy", TOY, "--seeds", "0"], ["toy", "{w}/binary.yaml"], ["toy", "shapes", "--quick", "--out", "{w}/new"],
+    ["recipes", "extra"], ["recipes", "--bogus"],
+    ["edit-heatmaps", "--ckpt", "{w}/truncated.pt", "--centre=0,0", "--out", "{w}/new.png"],
+    ["edit-heatmaps", "--ckpt", "{run}", "--centre=0,0", "--count", "0", "--out", "{w}/new.png"],
 ]
 
 

@@ -42,7 +42,7 @@ TINY = {
 PROTOCOL = ("name", "DataConfig", "ModelConfig", "dims", "conditional", "supports_methods", "checkpoint_metrics",
             "samples_caption", "array_export", "validate", "make_dataset", "make_networks", "make_batch",
             "fixed_batch", "discriminator_input", "extra_generator_losses", "save_samples", "evaluate",
-            "evaluation_pool", "sample_files", "condition_files", "judge_needs")
+            "evaluation_pool", "sample_files", "condition_files", "judge_needs", "memory_probe")
 
 
 def tiny_recipe(name: str):
@@ -74,6 +74,18 @@ def test_every_task_fulfils_the_protocol(name):
     assert isinstance(task.conditional, bool) and isinstance(task.supports_methods, frozenset)
     assert set(task.checkpoint_metrics) <= set(METRICS) - {"fid", "kid", "all"}
     assert task.samples_caption.strip()
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_memory_probe_builds_what_make_networks_builds_and_g_reads_its_input_shape(name):
+    """falcli/nn/budget.py estimates a recipe from memory_probe: it must be the networks that will be trained."""
+    task, recipe = TASKS[name], tiny_recipe(name)
+    G, D, shape = task.memory_probe(recipe)
+    built = task.make_networks(recipe)
+    for probed, real in zip((G, D), built):
+        assert [p.shape for p in probed.parameters()] == [p.shape for p in real.parameters()]
+    with torch.no_grad():
+        assert G.eval()(torch.zeros(2, *shape), None).shape[0] == 2
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

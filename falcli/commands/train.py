@@ -24,6 +24,7 @@ from falcli.config import Recipe, TrainConfig, recipe_to_dict, recipe_to_yaml
 from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
 from falcli.fileio import append_jsonl
+from falcli.nn import budget
 from falcli.core.feedback import proximity_loss, unroll
 from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 from falcli.core.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
@@ -59,6 +60,7 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         # Two backward passes per G step; DDP's gradient hooks expect one.
         raise FalError("feedback.later_steps_train: feedback_only runs in one process; use `all` under torchrun")
     bf16 = use_bf16(cfg.precision, device)
+    budget.check_training(recipe, task, device, processes.world)  # a step this device cannot hold: refused now
     # The inputs first, so that missing data or a batch too large leaves no run folder behind.
     dataset = task.make_dataset(recipe, "train")
     check_batch_size(len(dataset), cfg.batch_size, processes.world)
@@ -103,13 +105,13 @@ def _train(task, recipe: Recipe, options: RunOptions, processes, device, bf16, d
                           start_iteration=start, rank=processes.rank, world=processes.world,
                           workers=options.workers, pin_memory=device.type == "cuda")
     if resumed:
-        G.load_state_dict(resumed["G"])
-        D.load_state_dict(resumed["D"])
+        checkpoint.load_weights(G, resumed["G"], Path(f"--resume {options.resume}"), "G")
+        checkpoint.load_weights(D, resumed["D"], Path(f"--resume {options.resume}"), "D")
         for optimizer, state in ((opt_G, resumed["opt_G"]), (opt_D, resumed["opt_D"])):
             optimizer.load_state_dict(state)
             cuda_graphs.settle_optimizer(optimizer, cfg.cuda_graph, device)  # either setting resumes either
         if G_ema is not None:
-            G_ema.load_state_dict(resumed["G_ema"])
+            checkpoint.load_weights(G_ema, resumed["G_ema"], Path(f"--resume {options.resume}"), "G_ema")
         checkpoint.set_rng_state(resumed["rng"])  # after the DataLoader drew its worker seed, as a fresh run
     step = TrainStep(task, recipe, G, D, G_train, D_train, opt_G, opt_D, bf16, device)
     if cfg.cuda_graph:

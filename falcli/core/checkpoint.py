@@ -103,6 +103,17 @@ def resolve(path: Path) -> Path:
     return path  # load() says what is wrong with a missing or unreadable file
 
 
+def load_weights(module: torch.nn.Module, state: Any, path: Path, name: str) -> None:
+    """`module.load_state_dict(state)`, or one line when the stored weights are not of the networks the stored
+    recipe describes (a recipe edited or swapped after the checkpoint was written)."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as error:
+        kind = "missing or unexpected layers" if "key" in str(error).lower() else "other shapes"
+        raise FalError(f"{path}: its {name} weights do not fit the networks of its recipe ({kind}); the checkpoint "
+                       f"was altered or its recipe swapped: use the checkpoint as `fal train` wrote it") from None
+
+
 # --- the run folder: one writer at a time, and a clean state to resume from ---
 
 LOCK_NAME = ".lock"

@@ -23,6 +23,8 @@ TRAINID_COLORS = tuple(tuple(int(v) for v in c) for c in CITYSCAPES_COLORS)
 
 SPLITS = ("train", "val")
 DIRECTIONS = {"labels_to_photo": ["label_color", "photo"], "photo_to_labels": ["photo", "label_color"]}
+FIELD_CHANNELS = {"photo": 3, "label_color": 3, "label_trainid": 1}  # what translation sizes its networks by
+                                                                     # before the data is prepared
 DOWNLOAD_HINT = ("get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
                  "https://www.cityscapes-dataset.com/downloads/ into one folder and pass it as --raw")
 

@@ -22,6 +22,8 @@ SPLITS_URL = "http://horatio.cs.nyu.edu/mit/silberman/indoor_seg_sup/splits.mat"
 # The Kinect frames have a white border where the depth/RGB registration left no data: rows 7:474 and
 # cols 7:632 of 480x640 are valid. Other frame sizes (test fixtures) get the same box scaled proportionally.
 BORDER_BOX_480x640 = (7, 474, 7, 632)
+DIRECTIONS = {"rgb_to_depth": ["rgb", "depth"]}
+FIELD_CHANNELS = {"rgb": 3, "depth": 1}  # what translation builds its networks for before the data is prepared
 DEPTH_RANGE = [0.0, 10.0]
 # Depth is resized with NEAREST: it keeps measured values (averaging across an object boundary would
 # invent "flying pixels" floating between foreground and background depths).
@@ -116,7 +118,7 @@ def prepare_nyu(raw: Path, out: Path, size: int = 256, splits_file: Path | None 
         meta = {
             "size": size,
             "created_by": created_by("nyu", size=size, splits=str(splits_path)),
-            "directions": {"rgb_to_depth": ["rgb", "depth"]},
+            "directions": DIRECTIONS,
             "default_direction": "rgb_to_depth",
             "depth_range": DEPTH_RANGE,
             "depth_unit": "metres",

@@ -16,6 +16,7 @@ from falcli.formats.store import DatasetWriter, Progress, created_by, write_spli
 
 SPLITS = ("train", "val", "test")
 DIRECTIONS = {"a_to_b": ["a", "b"], "b_to_a": ["b", "a"]}
+FIELD_CHANNELS = {"a": 3, "b": 3}  # what translation builds its networks for before the data is prepared
 _EXT = "|".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 _ALIGNED = re.compile(rf"^(?P<split>train|val|test)/(?P<stem>[^/]+)\.(?i:{_EXT})$")
 _UNALIGNED = re.compile(rf"^(?P<side>A|B)/(?P<split>train|val|test)/(?P<stem>[^/]+)\.(?i:{_EXT})$")

@@ -81,6 +81,11 @@ class Task(Protocol):
     def make_networks(self, recipe) -> tuple[nn.Module, nn.Module]:
         """G(gen_input, feedback | None) -> sample and D(discriminator_input) -> logits map (B, 1, *S_D)."""
 
+    def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+        """G and D as make_networks builds them, and the shape of one item of G's input, without reading data:
+        falcli/nn/budget.py runs them on the meta device to estimate a training step's memory. FalError when
+        the shapes depend on data that is not there."""
+
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         """Turn a collated dict on the device into a Batch (augment, scale, draw latents from the global RNG)."""
 

@@ -15,7 +15,7 @@ from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
 from falcli.metrics.toy import toy_metrics
 from falcli.core.runtime import randn_shard
 from falcli.core.files import PointFiles
-from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed, latent_width
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,9 @@ class ToyTask:
         feedback = make_feedback_modules(recipe.feedback, {s: recipe.model.hidden for s in stages},
                                          out_channels=2, cond_channels=0, dims=0, seed=recipe.seed)
         return PointGenerator(recipe.model, feedback), PointDiscriminator(recipe.model)
+
+    def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+        return (*self.make_networks(recipe), (latent_width(recipe),))
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         real = raw["real"]

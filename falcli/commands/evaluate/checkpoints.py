@@ -122,6 +122,9 @@ def _check_options(metric: str, options: EvaluateOptions) -> EvaluateOptions:
         raise FalError(f"--steps must be >= 1 (got {options.steps}); step 1 is the generator's first pass")
     if options.num_samples is not None and options.num_samples < 1:
         raise FalError(f"--num-samples must be >= 1 (got {options.num_samples})")
+    if not 0 <= options.min_depth < options.max_depth:  # nan compares false: refused too
+        raise FalError(f"--min-depth {options.min_depth} and --max-depth {options.max_depth}: need 0 <= min < max "
+                       f"(metres)")
     if options.json_path is not None and options.json_path.exists():
         raise FalError(f"{options.json_path}: already exists; choose another --json path or delete it")
     if metric not in ("fid", "kid"):

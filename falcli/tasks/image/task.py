@@ -24,7 +24,7 @@ from falcli.errors import FalError
 from falcli.methods.eqgan_sa import make_spatial_encoding, training_code
 from falcli.methods.glead import make_decoder
 from falcli.nn.dims import conv_transpose_nd, norm_nd
-from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed, latents_for  # under EqGAN-SA: latents, then heatmap codes
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed, latent_width, latents_for  # under EqGAN-SA: latents, then heatmap codes
 from falcli.tasks.image.config import IMAGE_SIZES, DataConfig, ImageSource, ModelConfig, default_placement, \
     generator_stages, validate  # noqa: F401  (the sections are part of this module's API)
 from falcli.tasks.image.data import SHAPES_SEEDS, ImageDataset, load_images, to_unit_range  # noqa: F401
@@ -167,6 +167,9 @@ class ImageTask:
             chosen = [channels for channels, side in D.block_shapes[::-1] if side <= resolution]
             D.decoder = make_decoder(chosen, G.stage_channels[generator_stages(size) - 2], resolution, recipe.seed)
         return G, D
+
+    def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+        return (*self.make_networks(recipe), (latent_width(recipe),))
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         real = to_unit_range(raw["images"])

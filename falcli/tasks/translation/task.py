@@ -17,6 +17,7 @@ from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.core.pictures import heatmap, labelled, save_png, tile, to_uint8
 from falcli.core.files import ImageFiles
+from falcli.formats import cityscapes, nyu, pix2pix  # their declared channels size the networks before `fal prepare`
 from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed
 from falcli.tasks.translation import data as paired
 from falcli.tasks.translation.config import DataConfig, ModelConfig, Pairing, default_placement, \
@@ -24,6 +25,31 @@ from falcli.tasks.translation.config import DataConfig, ModelConfig, Pairing, de
 from falcli.tasks.translation.nets import PatchDiscriminator, UNetGenerator, decoder_stage_channels
 
 PICTURE_ROWS = 8  # sample pairs shown in a picture (each as an image row and a D-map row)
+
+
+def declared_channels(data: DataConfig) -> tuple[int, int]:
+    """(input, target) channels of `data.direction` as `fal prepare` writes them; FalError when unknown."""
+    for preparer in (cityscapes, nyu, pix2pix):
+        fields = preparer.DIRECTIONS.get(data.direction)
+        if fields:
+            return preparer.FIELD_CHANNELS[fields[0]], preparer.FIELD_CHANNELS[fields[1]]
+    raise FalError(f"data.root {data.root} is not prepared yet and data.direction {data.direction!r} is not one a "
+                   f"preparer writes, so the networks' channels are unknown until `fal prepare` has run")
+
+
+def _networks(recipe, input_channels: int, target_channels: int) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(recipe.seed)
+    model = recipe.model
+    stages = recipe.feedback.placement or default_placement(model.depth)
+    feedback = make_feedback_modules(
+        recipe.feedback, decoder_stage_channels(model.generator_channels, model.depth, stages),
+        out_channels=target_channels, cond_channels=input_channels, dims=2, seed=recipe.seed)
+    G = UNetGenerator(input_channels, target_channels, model.generator_channels, model.depth, model.norm,
+                      model.dropout, feedback)
+    D = PatchDiscriminator(input_channels + target_channels, model.discriminator_channels,
+                           model.discriminator_layers, model.norm)
+    return G, D
+
 
 class TranslationTask:
     name = "translation"
@@ -61,17 +87,19 @@ class TranslationTask:
         return paired.make_pairs(recipe, self.pairing(recipe), split, extras=split != "train")
 
     def make_networks(self, recipe) -> tuple[nn.Module, nn.Module]:
-        torch.manual_seed(recipe.seed)
-        model, pairing = recipe.model, self.pairing(recipe)
-        stages = recipe.feedback.placement or default_placement(model.depth)
-        feedback = make_feedback_modules(
-            recipe.feedback, decoder_stage_channels(model.generator_channels, model.depth, stages),
-            out_channels=pairing.target_channels, cond_channels=pairing.input_channels, dims=2, seed=recipe.seed)
-        G = UNetGenerator(pairing.input_channels, pairing.target_channels, model.generator_channels, model.depth,
-                          model.norm, model.dropout, feedback)
-        D = PatchDiscriminator(pairing.input_channels + pairing.target_channels, model.discriminator_channels,
-                               model.discriminator_layers, model.norm)
-        return G, D
+        pairing = self.pairing(recipe)
+        return _networks(recipe, pairing.input_channels, pairing.target_channels)
+
+    def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+        """From the prepared dataset's meta.json when it is there, else from the channels the preparers write
+        for data.direction (a recipe is checked before its data is prepared)."""
+        data = recipe.data
+        if data.dataset == "streets" or (Path(data.root) / "meta.json").is_file():
+            pairing = self.pairing(recipe)
+            channels = pairing.input_channels, pairing.target_channels
+        else:
+            channels = declared_channels(data)
+        return (*_networks(recipe, *channels), (channels[0], data.image_size, data.image_size))
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         return paired.make_batch(raw, recipe, self.pairing(recipe), training)

@@ -22,7 +22,7 @@ from falcli.core.render import render_voxels
 from falcli.core.runtime import randn_shard
 from falcli.errors import FalError
 from falcli.formats.binvox import write_binvox, z_up_to_y_up
-from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed
+from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed, latent_width
 from falcli.tasks.voxel.config import validate
 from falcli.tasks.voxel.data import DataConfig, VoxelDataset, check_classes, load_voxels, occupancy
 from falcli.tasks.voxel.evaluate import evaluate_voxel, fixed_latents
@@ -100,6 +100,9 @@ class VoxelTask:
         feedback = make_feedback_modules(recipe.feedback, {s: widths[s] for s in stages},
                                          out_channels=1, cond_channels=0, dims=3, seed=recipe.seed)
         return VoxelGenerator(recipe.model, resolution, feedback), VoxelDiscriminator(recipe.model, resolution)
+
+    def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
+        return (*self.make_networks(recipe), (latent_width(recipe),))
 
     def make_batch(self, raw: dict[str, torch.Tensor], recipe, training: bool) -> Batch:
         real = raw["voxels"].unsqueeze(1).float()             # (B, 1, R, R, R) in {0, 1}
