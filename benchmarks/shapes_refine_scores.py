@@ -6,7 +6,7 @@ step-t/ folder, plus refine.json's seconds per 1000 samples and DRS acceptance.
 
     python benchmarks/shapes_refine_scores.py RECIPE OUT.json FOLDER [FOLDER ...]   # score (run from the folder
                                                                                      # holding runs/shapes_classifier)
-    python benchmarks/shapes_refine_scores.py --table OUT.json                       # mean ± std per label
+    python benchmarks/shapes_refine_scores.py --table OUT.json      # t=1 → last step, mean ± std per label
 
 Folders named LABEL-sSEED are grouped by LABEL in the table.
 """
@@ -56,28 +56,32 @@ def score(recipe_path: str, out: str, folders: list[str]) -> None:
 
 
 def cell(values: list[float], fmt: str = ".3f") -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):{fmt}} ± {std:{fmt}}"
+    if len(values) == 1:  # one seed: no spread to show
+        return f"{values[0]:{fmt}}"
+    return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
 def table(out: str) -> None:
+    """One line per LABEL: each metric at the first and the last recorded step (t=1 → last), mean ± std."""
     results = json.loads(Path(out).read_text())
     groups: dict[str, list[dict]] = {}
-    for name, result in results.items():
+    for name, result in sorted(results.items()):
         groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(result)
-    print("| model · method | seeds | t | judge FID ↓ | precision | recall | density | coverage | D logit | "
-          "s / 1000 | DRS acceptance |")
+    print("| model · method | seeds | steps | judge FID ↓ t=1 → last | precision | recall | density | coverage | "
+          "D logit | s / 1000 | DRS acceptance |")
     print("|---" * 11 + "|")
+    formats = dict(zip(KEYS, (".1f", ".3f", ".3f", ".3f", ".3f", ".2f")))
     for label, runs in groups.items():
+        seeds = ",".join(re.sub(r".*-s", "", Path(r["folder"]).name) for r in runs)
+        cells = []
+        for key in KEYS:
+            first = [r["steps"][0][key] for r in runs]
+            last = [r["steps"][-1][key] for r in runs]
+            cells.append(f"{cell(first, formats[key])} → {cell(last, formats[key])}")
         seconds = [r["seconds_per_1000"] for r in runs if r["seconds_per_1000"] is not None]
         accept = [r["acceptance"] for r in runs if r["acceptance"] is not None]
-        for t in range(len(runs[0]["steps"])):
-            values = {k: [r["steps"][t][k] for r in runs if r["steps"][t].get(k) is not None] for k in KEYS}
-            cells = [cell(values["fid_judge"], ".1f")] + [cell(values[k]) for k in KEYS[1:] if values[k]]
-            last = t == len(runs[0]["steps"]) - 1
-            print(f"| {label} | {len(runs)} | {t + 1} | " + " | ".join(cells) + " | "
-                  f"{cell(seconds, '.2f') if seconds and last else ''} | "
-                  f"{cell(accept) if accept and last else ''} |")
+        print(f"| {label} | {seeds} | {len(runs[0]['steps'])} | " + " | ".join(cells) + " | "
+              f"{cell(seconds, '.0f') if seconds else '—'} | {cell(accept) if accept else '—'} |")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ KEYS = [("fid_judge", ".1f"), ("precision_judge", ".3f"), ("recall_judge", ".3f"
 
 
 def cell(values: list[float], fmt: str) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):{fmt}} ± {std:{fmt}}"
+    if len(values) == 1:  # one seed: no spread to show
+        return f"{values[0]:{fmt}}"
+    return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
 def main(root: Path, labels: list[str]) -> None:
