@@ -1,0 +1,39 @@
+"""Per-step mean ± std over seeds of `fal evaluate all --ckpt RUN` (RUN/evaluate-all.json), for runs named
+LABEL-sSEED: judge FID next to precision/recall/density/coverage in the judge's feature space.
+
+    python benchmarks/shapes_table.py ROOT LABEL [LABEL ...]      # e.g. runs/shapes plain fal plaincm
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+KEYS = [("fid_judge", ".1f"), ("precision_judge", ".3f"), ("recall_judge", ".3f"), ("density_judge", ".3f"),
+        ("coverage_judge", ".3f"), ("d_logit", ".2f")]
+
+
+def cell(values: list[float], fmt: str) -> str:
+    if len(values) == 1:  # one seed: no spread to show
+        return f"{values[0]:{fmt}}"
+    return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def main(root: Path, labels: list[str]) -> None:
+    print("| run | seeds | t | judge FID ↓ | precision | recall | density | coverage | D logit | FID per seed |")
+    print("|---" * 10 + "|")
+    for label in labels:
+        found = sorted(root.glob(f"{label}-s*/evaluate-all.json"))
+        seeds = [path.parent.name.rsplit("-s", 1)[1] for path in found]
+        rows = [json.loads(path.read_text())["rows"] for path in found]
+        if not rows:
+            continue
+        for t in range(len(rows[0])):
+            cells = [cell([r[t][key] for r in rows], fmt) for key, fmt in KEYS]
+            per_seed = ", ".join(f"{r[t]['fid_judge']:.1f}" for r in rows)
+            print(f"| {label} | {','.join(seeds)} | {t + 1} | " + " | ".join(cells) + f" | {per_seed} |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:])
