@@ -4,6 +4,7 @@ A recipe says *what* is trained (task, data, model, feedback, loss, schedule, se
 how it runs. The task owns the `data:` and `model:` sections (its own dataclasses); the rest is shared.
 This module is a leaf (no torch, nothing of falcli but errors): reading a recipe file, `--set` overrides and
 the task lookup are falcli/resolve.py's.
+It is ~400 lines on purpose: every shared recipe key, its default and its check sit in one place to read.
 """
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ A run whose final checkpoint exists is reused, not retrained, after checking it 
 recipe this command would use (so an interrupted ablation continues where it stopped, and runs trained by hand with
 `fal train` count). A folder holding an unfinished run is refused unless `--resume auto` continues it. Runs are
 never deleted or overwritten; the two reports are rebuilt from the runs each time.
+
+Over 400 lines: the plan, the runs and the tables share one Planned list and one results layout; the table
+writers are the first part to move out if it grows.
 """
 from __future__ import annotations
 
