@@ -232,3 +232,17 @@ def test_samples_are_pooled_to_a_coarser_judge_and_refused_by_a_finer_one():
     assert pooled.shape == (1, 1, 16, 16, 16) and pooled[0, 0, 15, 0, 0] == 1 and pooled.sum() == 1
     with pytest.raises(FalError, match="pass a judge trained with data.resolution=8"):
         voxel_classifier.to_judge_resolution(torch.zeros(1, 8, 8, 8), coarse)
+
+
+def test_the_steps_picture_names_its_rows_and_carries_ds_colour_scale():
+    from falcli.core.feedback import Unrolled
+    from falcli.core.pictures import tile
+    from falcli.tasks.voxel.task import steps_picture
+
+    real = torch.zeros(2, 1, 8, 8, 8)
+    unrolled = Unrolled(samples=[torch.zeros(2, 1, 8, 8, 8)] * 2, logits=[torch.zeros(2, 1, 4, 4, 4)] * 2)
+    picture = steps_picture(real, unrolled, columns=2, size=32)
+    bare = tile([[np.zeros((32, 32, 3), np.uint8)] * 2] * 5)  # real, then a sample row and a D row per step
+    assert picture.shape[1] > bare.shape[1] and picture.shape[0] > bare.shape[0]  # a label column, a scale below
+    margin = picture[:, : picture.shape[1] - bare.shape[1]]
+    assert (margin < 100).all(axis=-1).any()  # dark label text left of the rows

@@ -17,7 +17,7 @@ from torch import nn
 
 from falcli.core.feedback import Unrolled, make_feedback_modules
 from falcli.core.files import VoxelFiles
-from falcli.core.pictures import heatmap, save_png, tile
+from falcli.core.pictures import heatmap, labelled, save_png, tile
 from falcli.core.render import render_voxels
 from falcli.core.runtime import randn_shard
 from falcli.errors import FalError
@@ -39,12 +39,13 @@ def steps_picture(real: torch.Tensor, unrolled: Unrolled, columns: int = 8, size
     def renders(grids: np.ndarray) -> list[np.ndarray]:
         return [render_voxels(g, size) for g in grids[:columns]]
 
-    rows = [renders(occupancy(real))]
-    for sample, logits in zip(unrolled.samples, unrolled.logits):
+    rows, labels = [renders(occupancy(real))], ["real"]
+    for t, (sample, logits) in enumerate(zip(unrolled.samples, unrolled.logits), start=1):
         rows.append(renders(occupancy(sample)))
         top = logits[:columns].float().mean(dim=-1)          # (B, 1, 4, 4): x down, y across
         rows.append(list(heatmap(top, (size, size))))
-    return tile(rows)
+        labels += [f"step {t}", f"D {t}"]
+    return labelled(tile(rows), rows, row_labels=labels, colour_scale=True)
 
 
 def export_samples(samples: torch.Tensor, out_dir: Path, fmt: str,
