@@ -211,6 +211,14 @@ def test_the_judge_feature_space_on_256_images_is_refused_before_anything_is_wri
     with pytest.raises(FalError, match=r"holds 256×256 images; use --feature-space inception"):
         fid_command(tmp_path / "a", tmp_path / "b", feature_space="judge", device="cpu", workers=0)
     assert not any(provision.cache_root().rglob("*"))  # no judge folder, no lock, nothing
+    # and `fal evaluate fid` draws no bar before that refusal (its bar starts once the inputs are accepted)
+    from falcli.commands.evaluate.checkpoints import EvaluateOptions, run
+
+    drawn = []
+    with pytest.raises(FalError, match="256×256"):
+        run("fid", EvaluateOptions(a=tmp_path / "a", b=tmp_path / "b", feature_space="judge", device="cpu",
+                                   workers=0), lambda *update: drawn.append(update))
+    assert drawn == []
 
 
 def test_a_voxel_run_whose_classes_its_data_lacks_is_refused_before_a_judge_trains(tmp_path):

@@ -329,13 +329,15 @@ def _fid(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluat
                 "trained_steps": recipe.feedback.steps,
                 "num_samples": options.num_samples or recipe.evaluate.num_samples}
         run_dir = None if options.save_stats else run_dir_of(ckpt)
-    with _busy(progress, f"{metric} {a.name} vs {b.name}"):
-        result = fid_command(a, b, dims=options.dims, weights=options.weights,
-                             allow_unofficial=options.allow_unofficial_weights, kid=options.kid or metric == "kid",
-                             save_stats=options.save_stats, device=options.device, batch_size=options.batch_size,
-                             workers=options.workers, steps=options.steps, num_samples=options.num_samples,
-                             feature_space=options.feature_space, fid=metric == "fid",
-                             kid_subset_size=options.kid_subset_size)
+    description = f"{metric} {a.name} vs {b.name}"
+    result = fid_command(a, b, dims=options.dims, weights=options.weights,
+                         allow_unofficial=options.allow_unofficial_weights, kid=options.kid or metric == "kid",
+                         save_stats=options.save_stats, device=options.device, batch_size=options.batch_size,
+                         workers=options.workers, steps=options.steps, num_samples=options.num_samples,
+                         feature_space=options.feature_space, fid=metric == "fid",
+                         kid_subset_size=options.kid_subset_size,
+                         started=lambda: progress(description, 0, 1))  # the bar only once the inputs are accepted
+    progress(description, 1, 1)
     return Evaluation(metric, result["rows"], {"a": str(a), "b": str(b)}, result["protocol"], notes, info,
                       result["saved"], run_dir)
 

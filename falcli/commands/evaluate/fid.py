@@ -133,11 +133,13 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
                 allow_unofficial: bool = False, kid: bool = False, save_stats: bool = False,
                 device: str = "auto", batch_size: int = 50, workers: int | None = None,
                 steps: int | None = None, num_samples: int | None = None,
-                feature_space: str = "inception", fid: bool = True, kid_subset_size: int = 1000) -> dict:
+                feature_space: str = "inception", fid: bool = True, kid_subset_size: int = 1000,
+                started: Callable[[], None] | None = None) -> dict:
     """FID (and KID) between A and B; one row per feedback step when a side is a checkpoint.
 
     save_stats: as pytorch-fid's --save-stats, A is the source (folder or checkpoint) and B the `.npz` to
     write (a checkpoint with several steps writes B-step1.npz, B-step2.npz, …); nothing is compared.
+    `started` is called once the inputs are checked, before weights are loaded or features extracted.
     Returns {"rows": [{"step", ["fid"], ["kid", "kid_std"]}], "protocol": {...}, "saved": [paths]}; `fid=False`
     (`fal evaluate kid`) skips the covariances, which KID does not need. Image counts too small for FID's
     covariance (<= dims) or KID's subsets (< kid_subset_size) are refused before any features are extracted.
@@ -179,6 +181,8 @@ def fid_command(a: str | Path, b: str | Path, dims: int = 2048, weights: Path | 
             (pa, sa), (pb, sb) = sizes.items()
             raise FalError(f"{pa} holds {sa[0]}×{sa[1]} images but {pb} {sb[0]}×{sb[1]}; a judge scores one size")
 
+    if started is not None:  # every refusal above comes before the caller's bar is drawn
+        started()
     built: list[FeatureSpace] = []
 
     def space_for(image_size: int | None) -> FeatureSpace:  # built once, when the first images need it
