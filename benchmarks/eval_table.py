@@ -21,9 +21,10 @@ DEFAULT_KEYS = {
 
 
 def cell(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
     digits = 4 if abs(statistics.fmean(values)) < 1 else 2
-    return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
+    if len(values) == 1:  # one seed has no spread to show
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def runs_of(root: Path, row: str) -> list[tuple[int, dict]]:
