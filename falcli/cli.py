@@ -7,7 +7,6 @@ falcli/commands/.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
