@@ -299,7 +299,8 @@ def ablate(
     out, continuing = ablation.resume_mode(resume, out)
     out = out or Path("runs") / f"ablation-{resolved.name}"
     # The table's "Command:" line: the user's own words, whether run as `fal` or `python -m falcli`
-    command = "fal " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("fal", "__main__.py")) else \
+    own = sys.argv and (Path(sys.argv[0]).name == "fal" or Path(sys.argv[0]).parent.name == "falcli")
+    command = "fal " + shlex.join(sys.argv[1:]) if own else \
         f"fal ablate {recipe}"
     # One bar (every run's iterations, then every run's evaluation), drawn at its first update: a refused plan
     # prints no empty bar.
