@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 
 from falcli.commands import report_compare
 from falcli.commands.evaluate.checkpoints import metric_table
-from falcli.commands.report_page import STYLE, common_parts, embed_png, escape, figure_png, read_evaluations, \
-    read_training_log  # noqa: F401  (read_training_log: part of this module's API)
+from falcli.commands.report_page import STYLE, common_parts, embed_png, escape, figure_png, plot_logged, \
+    read_evaluations, read_training_log  # noqa: F401  (read_training_log: part of this module's API)
 from falcli.core import checkpoint
 from falcli.errors import FalError
 from falcli.fileio import write_new_file
@@ -142,10 +142,7 @@ def loss_curves_png(records: list[dict[str, Any]]) -> bytes | None:
     FigureCanvasAgg(figure)
     for ax, (title, members) in zip(figure.subplots(1, len(groups), squeeze=False)[0], groups.items()):
         for key in members:
-            points = [(r["iteration"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            # A run shorter than log_every has one point: a line through one point draws nothing, a marker does.
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=key.split("/", 1)[-1], linewidth=1.2,
-                    marker="o" if len(points) == 1 else None)
+            plot_logged(ax, records, key, key.split("/", 1)[-1], linewidth=1.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
         ax.legend(fontsize=7)

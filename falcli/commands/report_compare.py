@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from falcli.errors import FalError
-from falcli.commands.report_page import STYLE, embed_png, escape, figure_png, read_evaluations, read_training_log
+from falcli.commands.report_page import STYLE, embed_png, escape, figure_png, plot_logged, read_evaluations, \
+    read_training_log
 
 COMPARE_STYLE = """
 .samples { display: flex; flex-wrap: wrap; gap: 1em; } .samples figure { flex: 1 1 300px; margin: 0; }
@@ -137,10 +138,7 @@ def overlaid_curves_png(labels: list[str], logs: list[list[dict[str, Any]]]) -> 
         ax.set_visible(False)
     for ax, key in zip(axes, keys):
         for label, records in zip(labels, logs):
-            points = [(r["iteration"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], label=label, linewidth=1.1,
-                        marker="o" if len(points) == 1 else None)
+            plot_logged(ax, records, key, label, linewidth=1.1)
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

@@ -77,6 +77,15 @@ def figure_png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def plot_logged(ax, records: list[dict[str, Any]], key: str, label: str, linewidth: float) -> None:
+    """One logged value of metrics.jsonl over the iterations, on `ax`; nothing when it was never a number.
+    A run shorter than log_every has one point: a line through one point draws nothing, a marker does."""
+    points = [(r["iteration"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    if points:
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=label, linewidth=linewidth,
+                marker="o" if len(points) == 1 else None)
+
+
 def embed_png(png: bytes, alt: str) -> str:
     return f"<img alt='{escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
