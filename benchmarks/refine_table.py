@@ -1,53 +1,82 @@
-"""Collect benchmarks/score_refine.py results (ROOT/ROW-s<seed>/refine-METHOD/scores.json) into markdown: per
-checkpoint row and method, mean ± std over seeds of each metric at the first step and the last, seconds per 1000
-samples, and DRS's acceptance.
+"""Table `fal refine` output folders: per checkpoint and method, mean ± std over seeds of each metric at the first
+step and the last, seconds per 1000 samples, and DRS's acceptance.
 
-    python benchmarks/refine_table.py ROOT ROW[,ROW...] METHOD[,METHOD...] [--keys coverage,mmd_iou,...]
+    python benchmarks/refine_table.py FOLDER [FOLDER ...] [--keys fid_judge,recall_judge,...]
+
+Each FOLDER is one `fal refine --out` folder; its refine.json holds the task's metrics per step (`metrics`).
+Folders are grouped into rows by their name without the seed: `plain-dot-latent-s0`, `plain-dot-latent-s1` →
+row `plain-dot-latent`, seeds 0, 1 (or by the run folder above, for `RUN-sS/refine-METHOD`). Folders of the
+earlier layout, scored into a scores.json beside refine.json, are read from it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
-DEFAULT_KEYS = {"voxel": ["coverage", "mmd_iou", "precision_judge", "recall_judge", "coverage_judge"],
+DEFAULT_KEYS = {"toy": ["modes_covered", "high_quality", "sliced_wasserstein", "recall"],
+                "image": ["fid_judge", "precision_judge", "recall_judge", "density_judge", "coverage_judge"],
+                "voxel": ["coverage", "mmd_iou", "precision_judge", "recall_judge", "coverage_judge"],
                 "translation": ["fcn/class_iou", "fcn/pixel_accuracy", "l1", "ssim"]}
+SEEDED = re.compile(r"^(?P<label>.+)-s(?P<seed>\d+)$")
 
 
-def spread(values: list[float], digits: int = 3) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
+def spread(values: list[float], digits: int) -> str:
+    """mean ± std over seeds; a single seed is shown without ± (no spread was measured)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def read(folder: Path) -> tuple[str, str, dict]:
+    """(row label, seed, refine.json with `rows` = the metrics per step) of one refine folder."""
+    doc = json.loads((folder / "refine.json").read_text())
+    scores = folder / "scores.json"
+    doc["rows"] = json.loads(scores.read_text())["rows"] if scores.is_file() else doc["metrics"]
+    named = SEEDED.match(folder.name)
+    if named:
+        return named["label"], named["seed"], doc
+    named = SEEDED.match(folder.parent.name)  # RUN-sS/refine-METHOD
+    if not named:
+        raise SystemExit(f"{folder}: no seed in its name (NAME-sS) or its run's (RUN-sS/…)")
+    return f"{named['label']}-{folder.name.removeprefix('refine-')}", named["seed"], doc
+
+
+def digits_of(key: str) -> int:
+    return 1 if key.startswith("fid") or key in ("psnr", "modes_covered") else 3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("root", type=Path)
-    parser.add_argument("rows")
-    parser.add_argument("methods")
-    parser.add_argument("--keys", default=None)
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--keys", default=None, help="comma-separated metric names (default: the task's)")
     args = parser.parse_args()
-    keys = args.keys.split(",") if args.keys else None
-    printed = False
-    for row in args.rows.split(","):
-        for method in args.methods.split(","):
-            found = sorted(args.root.glob(f"{row}-s*/refine-{method}/scores.json"))
-            if not found:
+    rows: dict[str, list[tuple[str, dict]]] = {}
+    for folder in args.folders:
+        label, seed, doc = read(folder)
+        rows.setdefault(label, []).append((seed, doc))
+    first = next(iter(rows.values()))[0][1]
+    keys = args.keys.split(",") if args.keys else DEFAULT_KEYS[first["task"]]
+    print("| checkpoint · method | seeds | steps | " + " | ".join(f"{k} t=1 → last" for k in keys)
+          + " | s / 1000 samples | DRS acceptance |")
+    print("|---" * (len(keys) + 5) + "|")
+    for label, runs in sorted(rows.items()):
+        runs.sort(key=lambda run: int(run[0]))
+        docs = [doc for _, doc in runs]
+        cells = []
+        for key in keys:
+            if any(key not in doc["rows"][0] for doc in docs):
+                cells.append("—")
                 continue
-            results = [json.loads(p.read_text()) for p in found]
-            seeds = [p.parent.parent.name.rsplit("-s", 1)[1] for p in found]
-            if keys is None:
-                keys = DEFAULT_KEYS["translation" if "l1" in results[0]["rows"][0] else "voxel"]
-            if not printed:
-                print("| checkpoint | method | seeds | " + " | ".join(f"{k} t=1 → last" for k in keys)
-                      + " | s / 1000 samples | DRS acceptance |")
-                print("|---" * (len(keys) + 5) + "|")
-                printed = True
-            cells = [f"{spread([r['rows'][0][k] for r in results])} → {spread([r['rows'][-1][k] for r in results])}"
-                     for k in keys]
-            seconds = spread([r["seconds_per_1000"] for r in results], 1)
-            drs = spread([r["drs"]["acceptance"] for r in results]) if results[0].get("drs") else "—"
-            print(f"| {row} | {method} | {','.join(seeds)} | " + " | ".join(cells) + f" | {seconds} | {drs} |")
+            start = spread([doc["rows"][0][key] for doc in docs], digits_of(key))
+            last = spread([doc["rows"][-1][key] for doc in docs], digits_of(key))
+            cells.append(f"{start} → {last}")
+        seconds = spread([doc["seconds_per_1000"] for doc in docs], 1)
+        drs = spread([doc["drs"]["acceptance"] for doc in docs], 3) if docs[0].get("drs") else "—"
+        print(f"| {label} | {','.join(seed for seed, _ in runs)} | {len(docs[0]['rows'])} | " + " | ".join(cells)
+              + f" | {seconds} | {drs} |")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from falcli.commands import train  # noqa: E402
 from falcli.commands.toy_experiment import variants  # noqa: E402
-from falcli.config import load_recipe  # noqa: E402
+from falcli.resolve import load_recipe  # noqa: E402
 from falcli.tasks import TASKS  # noqa: E402
 
 
