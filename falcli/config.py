@@ -73,6 +73,8 @@ class FeedbackConfig:
 
     @property
     def sampling_steps(self) -> int:
+        if self.steps == 1:  # a plain GAN has no feedback modules: a FAL recipe's test_steps do not apply to it
+            return 1         # (`--set feedback.steps=1` on recipes/streets.yaml, whose test_steps is 2)
         return self.test_steps if self.test_steps is not None else self.steps
 
     @property
