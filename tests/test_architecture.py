@@ -176,23 +176,3 @@ if __name__ == "__main__":
     print("upward imports:", sorted(upward_imports()))
     print("inner imports:", dict(sorted(inner_counts().items())))
 
-
-def test_benchmarks_import_only_names_that_exist():
-    """benchmarks/ are scripts no other test runs: a moved function must not leave one of them broken."""
-    import importlib
-    import importlib.util
-
-    missing = []
-    for script in sorted((PACKAGE.parent / "benchmarks").glob("*.py")):
-        tree = ast.parse(script.read_text())
-        # a fallback for older checkouts (try: the new name / except ImportError: the old one) is allowed
-        guarded = {id(node) for block in ast.walk(tree) if isinstance(block, ast.Try) for node in ast.walk(block)}
-        for node in ast.walk(tree):
-            if (not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("falcli")
-                    or id(node) in guarded):
-                continue
-            module = importlib.import_module(node.module)
-            for alias in node.names:
-                if not hasattr(module, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
-                    missing.append(f"{script.name}: from {node.module} import {alias.name}")
-    assert not missing, missing

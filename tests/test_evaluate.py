@@ -180,7 +180,7 @@ def test_a_checkpoint_of_another_task_is_refused_naming_its_task(world, metric, 
 def test_translation_checkpoint_metrics_equal_the_tasks_evaluation(world, monkeypatch):
     run_dir = world["runs"]["photo"]
     recipe, G, D = _restored(run_dir)
-    steps = recipe.feedback.test_steps or recipe.feedback.steps  # what `fal evaluate` runs by default
+    steps = recipe.feedback.sampling_steps  # what `fal evaluate` runs by default
     direct = translation_eval.evaluate_translation(G, D, recipe, CPU, steps, 4, seg_weights=world["segmenter"],
                                                    note=lambda _: None)
     for metric in ("l1", "psnr", "ssim"):
