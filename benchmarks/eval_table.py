@@ -12,6 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
+from seedstats import spread
+
 DEFAULT_KEYS = {
     "voxel": ["coverage", "mmd_iou", "precision_judge", "recall_judge", "density_judge", "coverage_judge",
               "accuracy", "occupancy", "d_real_probability"],
@@ -21,10 +23,7 @@ DEFAULT_KEYS = {
 
 
 def cell(values: list[float]) -> str:
-    digits = 4 if abs(statistics.fmean(values)) < 1 else 2
-    if len(values) == 1:  # one seed has no spread to show
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return spread(values, ".4f" if abs(statistics.fmean(values)) < 1 else ".2f")
 
 
 def runs_of(root: Path, row: str) -> list[tuple[int, dict]]:

@@ -5,16 +5,16 @@ step and the last, seconds per 1000 samples, and DRS's acceptance.
 
 Each FOLDER is one `fal refine --out` folder; its refine.json holds the task's metrics per step (`metrics`).
 Folders are grouped into rows by their name without the seed: `plain-dot-latent-s0`, `plain-dot-latent-s1` →
-row `plain-dot-latent`, seeds 0, 1 (or by the run folder above, for `RUN-sS/refine-METHOD`). Folders of the
-earlier layout, scored into a scores.json beside refine.json, are read from it.
+row `plain-dot-latent`, seeds 0, 1 (or by the run folder above, for `RUN-sS/refine-METHOD`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
-import statistics
 from pathlib import Path
+
+from seedstats import spread
 
 DEFAULT_KEYS = {"toy": ["modes_covered", "high_quality", "sliced_wasserstein", "recall"],
                 "image": ["fid_judge", "precision_judge", "recall_judge", "density_judge", "coverage_judge"],
@@ -23,18 +23,10 @@ DEFAULT_KEYS = {"toy": ["modes_covered", "high_quality", "sliced_wasserstein", "
 SEEDED = re.compile(r"^(?P<label>.+)-s(?P<seed>\d+)$")
 
 
-def spread(values: list[float], digits: int) -> str:
-    """mean ± std over seeds; a single seed is shown without ± (no spread was measured)."""
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def read(folder: Path) -> tuple[str, str, dict]:
     """(row label, seed, refine.json with `rows` = the metrics per step) of one refine folder."""
     doc = json.loads((folder / "refine.json").read_text())
-    scores = folder / "scores.json"
-    doc["rows"] = json.loads(scores.read_text())["rows"] if scores.is_file() else doc["metrics"]
+    doc["rows"] = doc["metrics"]
     named = SEEDED.match(folder.name)
     if named:
         return named["label"], named["seed"], doc
@@ -44,8 +36,8 @@ def read(folder: Path) -> tuple[str, str, dict]:
     return f"{named['label']}-{folder.name.removeprefix('refine-')}", named["seed"], doc
 
 
-def digits_of(key: str) -> int:
-    return 1 if key.startswith("fid") or key in ("psnr", "modes_covered") else 3
+def format_of(key: str) -> str:
+    return ".1f" if key.startswith("fid") or key in ("psnr", "modes_covered") else ".3f"
 
 
 def main() -> None:
@@ -70,11 +62,11 @@ def main() -> None:
             if any(key not in doc["rows"][0] for doc in docs):
                 cells.append("—")
                 continue
-            start = spread([doc["rows"][0][key] for doc in docs], digits_of(key))
-            last = spread([doc["rows"][-1][key] for doc in docs], digits_of(key))
+            start = spread([doc["rows"][0][key] for doc in docs], format_of(key))
+            last = spread([doc["rows"][-1][key] for doc in docs], format_of(key))
             cells.append(f"{start} → {last}")
-        seconds = spread([doc["seconds_per_1000"] for doc in docs], 1)
-        drs = spread([doc["drs"]["acceptance"] for doc in docs], 3) if docs[0].get("drs") else "—"
+        seconds = spread([doc["seconds_per_1000"] for doc in docs], ".1f")
+        drs = spread([doc["drs"]["acceptance"] for doc in docs], ".3f") if docs[0].get("drs") else "—"
         print(f"| {label} | {','.join(seed for seed, _ in runs)} | {len(docs[0]['rows'])} | " + " | ".join(cells)
               + f" | {seconds} | {drs} |")
 

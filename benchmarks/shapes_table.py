@@ -6,18 +6,13 @@ LABEL-sSEED: judge FID next to precision/recall/density/coverage in the judge's 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
+from seedstats import spread
+
 KEYS = [("fid_judge", ".1f"), ("precision_judge", ".3f"), ("recall_judge", ".3f"), ("density_judge", ".3f"),
         ("coverage_judge", ".3f"), ("d_logit", ".2f")]
-
-
-def cell(values: list[float], fmt: str) -> str:
-    if len(values) == 1:  # one seed: no spread to show
-        return f"{values[0]:{fmt}}"
-    return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
 def main(root: Path, labels: list[str]) -> None:
@@ -30,7 +25,7 @@ def main(root: Path, labels: list[str]) -> None:
         if not rows:
             continue
         for t in range(len(rows[0])):
-            cells = [cell([r[t][key] for r in rows], fmt) for key, fmt in KEYS]
+            cells = [spread([r[t][key] for r in rows], fmt) for key, fmt in KEYS]
             per_seed = ", ".join(f"{r[t]['fid_judge']:.1f}" for r in rows)
             print(f"| {label} | {','.join(seeds)} | {t + 1} | " + " | ".join(cells) + f" | {per_seed} |")
 
