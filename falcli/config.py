@@ -44,7 +44,9 @@ class FeedbackConfig:
     detach_previous: bool = True        # truncated backprop: no gradient from step t into step t-1's output
     detach_map: bool = True             # D's map is an input signal: no gradient flows back through it
     step_weights: tuple[float, ...] | None = None  # G loss weight per step; None = equal (1 each)
-    discriminate: Literal["all", "last"] = "all"    # D trains on the fakes of every step, or the last only
+    discriminate: Literal["all", "last", "first"] = "all"  # D trains on the fakes of every step, the last only,
+                                        # or step 1's only: with later_steps_train feedback_only, D and step 1
+                                        # then train exactly as the plain GAN, and later steps refine against it
     # The later steps as a *correction* of the previous one (docs/toy.md measures each; all off = FAL as
     # published, bit for bit):
     output: Literal["direct", "residual"] = "direct"  # step t outputs x_t itself, or x_(t-1) + Δ_t in the
@@ -55,6 +57,8 @@ class FeedbackConfig:
     later_steps_train: Literal["all", "feedback_only"] = "all"  # feedback_only: the losses of steps ≥ 2 train
                                         # only the feedback modules (protects step 1's backbone)
     lr: float | None = None             # learning rate of the feedback modules; None = train.lr_generator
+    diversity_weight: float = 0.0       # w of a G loss term at t ≥ 2 charging a step for pulling samples closer
+                                        # together than the previous step had them (the later steps' collapse)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -68,6 +72,8 @@ class FeedbackConfig:
             raise FalError("feedback.encoder_channels and feedback.hidden_channels must be >= 1")
         if self.proximity_weight < 0:
             raise FalError(f"feedback.proximity_weight must be >= 0 (got {self.proximity_weight})")
+        if self.diversity_weight < 0:
+            raise FalError(f"feedback.diversity_weight must be >= 0 (got {self.diversity_weight})")
         if self.lr is not None and self.lr <= 0:
             raise FalError(f"feedback.lr must be > 0, or null for train.lr_generator (got {self.lr})")
 

@@ -13,7 +13,7 @@ import torch
 from falcli.commands import train
 from falcli.core import checkpoint
 from falcli.config import FeedbackConfig
-from falcli.core.feedback import Unrolled, proximity_loss, proximity_weights, unroll
+from falcli.core.feedback import Unrolled, diversity_loss, proximity_loss, proximity_weights, unroll
 from falcli.tasks import TASKS
 from falcli.tasks.image.task import ImageGenerator, ModelConfig as ImageModel
 from falcli.tasks.translation.nets import UNetGenerator
@@ -53,7 +53,7 @@ def test_options_off_train_exactly_as_before(tmp_path, overrides):
 
 def test_each_option_changes_training(tmp_path):
     """The reference is sensitive: each option moves the losses away from it (so the test above can fail)."""
-    for i, option in enumerate(["feedback.output=residual", "feedback.proximity_weight=1",
+    for i, option in enumerate(["feedback.output=residual", "feedback.proximity_weight=1", "feedback.diversity_weight=1",
                                 "feedback.later_steps_train=feedback_only", "feedback.lr=1e-2"]):
         losses, _ = _trained(tmp_path / str(i), [option])
         assert losses != REFERENCE_LOSSES, option
@@ -170,6 +170,38 @@ def test_proximity_never_moves_the_previous_step():
     assert previous.grad is None and current.grad.abs().sum() > 0
 
 
+def test_diversity_closed_form_charges_only_pairs_pulled_together():
+    # three points; pairs (i, i−1): (0, 2), (1, 0), (2, 1). Step 1 distances 2, 1, 1 (mean 4/3); step 2 pulls
+    # pair (0, 2) to 1 and pushes (1, 0) to 3: only the first is charged, 1 / 3 of a batch, over the mean 4/3.
+    step1 = [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]
+    step2 = [[0.0, 0.0], [3.0, 0.0], [1.0, 0.0]]
+    out = _unrolled([step1, step2], [[[0.0]] * 3] * 2)
+    d1 = torch.tensor([2.0, 1.0, 1.0])
+    d2 = torch.tensor([1.0, 3.0, 2.0])
+    expected = torch.relu(d1 - d2).mean() / d1.mean()
+    assert diversity_loss(out, FeedbackConfig(steps=2, diversity_weight=2.0)).item() == \
+        pytest.approx(2.0 * expected.item())
+
+
+def test_diversity_is_off_by_default_and_free_for_a_copy_or_a_spread():
+    base = torch.randn(8, 2)
+    copy = _unrolled([base.tolist(), base.tolist()], [[[0.0]] * 8] * 2)
+    assert diversity_loss(copy, FeedbackConfig(steps=2)) is None
+    assert diversity_loss(copy, FeedbackConfig(steps=2, diversity_weight=1.0)).item() == 0.0
+    spread = _unrolled([base.tolist(), (3 * base).tolist()], [[[0.0]] * 8] * 2)
+    assert diversity_loss(spread, FeedbackConfig(steps=2, diversity_weight=1.0)).item() == 0.0
+
+
+def test_diversity_charges_a_collapse_fully_and_its_gradient_reaches_only_the_later_step():
+    previous = torch.randn(6, 1, 4, 4, requires_grad=True)        # images: pairs compared over every pixel
+    template = torch.zeros(1, 1, 4, 4).expand(6, 1, 4, 4).clone().requires_grad_(True)
+    out = Unrolled([previous, template + 1e-3 * torch.randn(6, 1, 4, 4)], [torch.zeros(6, 1, 2, 2)] * 2)
+    loss = diversity_loss(out, FeedbackConfig(steps=2, diversity_weight=1.0))
+    assert loss.item() == pytest.approx(1.0, abs=0.01)             # every pair pulled (almost) together
+    loss.backward()
+    assert previous.grad is None and template.grad.abs().sum() > 0
+
+
 def test_spatial_weights_are_sigmoid_of_d_resized_to_the_sample():
     logits = torch.tensor([[[[0.0, 2.0], [-2.0, 4.0]]]])  # D's 2×2 map of a 4×4 image
     like = torch.zeros(1, 1, 4, 4)
@@ -212,6 +244,30 @@ def test_feedback_only_keeps_later_losses_out_of_the_backbone(toy_recipe, tmp_pa
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("feedback."))
 
 
+def _trained_weights(tmp_path, overrides):
+    from falcli.resolve import load_recipe
+    from tests.conftest import ROOT
+
+    small = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train.log_every=10",
+             "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32"]
+    recipe = load_recipe(ROOT / "recipes" / "toy.yaml", small + overrides)
+    with torch.random.fork_rng(devices=[]):
+        run_dir = train.run(recipe, train.RunOptions(out=tmp_path, device="cpu"))
+    return checkpoint.load(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1])
+
+
+@pytest.mark.parametrize("discriminate, same", [("first", True), ("all", False)])
+def test_d_on_step_one_trains_d_and_the_backbone_as_the_plain_gan(tmp_path, discriminate, same):
+    """discriminate: first with feedback_only (the toy recipe's): D and step 1 follow the plain GAN bit for bit."""
+    plain = _trained_weights(tmp_path / "plain", ["feedback.steps=1"])
+    fal = _trained_weights(tmp_path / discriminate, ["feedback.later_steps_train=feedback_only",
+                                                     f"feedback.discriminate={discriminate}"])
+    backbone = [k for k in fal["G"] if not k.startswith("feedback.")]
+    assert sorted(backbone) == sorted(plain["G"])
+    assert all(torch.equal(plain["D"][k], fal["D"][k]) for k in plain["D"]) is same
+    assert all(torch.equal(plain["G"][k], fal["G"][k]) for k in backbone) is same
+
+
 def test_feedback_lr_is_its_own_group_and_decays(toy_recipe):
     recipe = toy_recipe("feedback.lr=5e-5", "train.lr_generator=1e-3", "train.lr_decay_start_fraction=0.5")
     G, D = TASKS["toy"].make_networks(recipe)
@@ -223,7 +279,7 @@ def test_feedback_lr_is_its_own_group_and_decays(toy_recipe):
     assert backbone["lr"] == pytest.approx(1e-3 * 0.5) and feedback["lr"] == pytest.approx(5e-5 * 0.5)
 
 
-@pytest.mark.parametrize("key, value", [("proximity_weight", -1.0), ("lr", 0.0)])
+@pytest.mark.parametrize("key, value", [("proximity_weight", -1.0), ("diversity_weight", -1.0), ("lr", 0.0)])
 def test_bad_feedback_options_are_refused(key, value):
     from falcli.errors import FalError
 

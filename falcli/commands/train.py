@@ -25,7 +25,7 @@ from falcli.data.loader import batch_stream, check_batch_size
 from falcli.errors import FalError
 from falcli.fileio import append_jsonl
 from falcli.nn import budget
-from falcli.core.feedback import proximity_loss, unroll
+from falcli.core.feedback import diversity_loss, proximity_loss, unroll
 from falcli.core.losses import ADVERSARIAL, gradient_penalty, r1_penalty
 from falcli.core.runtime import autocast, barrier, finish_processes, start_processes, to_device, use_bf16
 from falcli.tasks import TASKS
@@ -214,13 +214,14 @@ class TrainStep:
                     loss_later = loss_later + weight * stats[f"loss/G/step{t}"]
                 else:
                     loss_G = loss_G + weight * stats[f"loss/G/step{t}"]
-            proximity = proximity_loss(out, fb)
-            if proximity is not None:
-                stats["loss/G/proximity"] = proximity
+            for name, term in (("proximity", proximity_loss(out, fb)), ("diversity", diversity_loss(out, fb))):
+                if term is None:
+                    continue
+                stats[f"loss/G/{name}"] = term
                 if fb.later_steps_train == "feedback_only":
-                    loss_later = loss_later + proximity
+                    loss_later = loss_later + term
                 else:
-                    loss_G = loss_G + proximity
+                    loss_G = loss_G + term
             for name, term in task.extra_generator_losses(out, batch, recipe).items():
                 stats[f"loss/G/{name}"] = term
                 loss_G = loss_G + term
@@ -235,10 +236,10 @@ class TrainStep:
         D.requires_grad_(True)
         stats["loss/G"] = loss_G
 
-        # D step: reals against the detached fakes of every step (or of the last step only). G is frozen:
+        # D step: reals against the detached fakes of every step (or of the last or the first only). G is frozen:
         # methods that run G here (GLeaD's decoding) must not train it.
         G.requires_grad_(False)
-        fakes = [x.detach() for x in (out.samples if fb.discriminate == "all" else out.samples[-1:])]
+        fakes = [x.detach() for x in _discriminated(out.samples, fb.discriminate)]
         with autocast(bf16, device, cache=self.autocast_cache):
             real_input = discriminate(batch.real)
             stats["loss/D/real"] = d_real_loss(D_train(real_input))
@@ -278,6 +279,11 @@ def _step_split(optimizer: torch.optim.Optimizer, loss: torch.Tensor, later: tor
     later.backward(inputs=feedback_parameters, retain_graph=True)
     loss.backward()
     optimizer.step()
+
+
+def _discriminated(samples: list[torch.Tensor], which: str) -> list[torch.Tensor]:
+    """The steps whose fakes D trains on: `feedback.discriminate` all, last or first."""
+    return {"all": samples, "last": samples[-1:], "first": samples[:1]}[which]
 
 
 def _feedback_modules(G: nn.Module) -> nn.Module:

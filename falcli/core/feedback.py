@@ -163,6 +163,31 @@ def proximity_loss(out: Unrolled, cfg: FeedbackConfig) -> torch.Tensor | None:
     return cfg.proximity_weight * total
 
 
+def diversity_loss(out: Unrolled, cfg: FeedbackConfig) -> torch.Tensor | None:
+    """w · Σ_(t≥2) mean_i relu(d_(t-1)(i) − d_t(i)) / mean_i d_(t-1)(i), x_(t-1) detached.
+
+    d_t(i) is the distance between samples i and i−1 of the batch at step t (the batch rolled by one: latents are
+    random, so the pairs are too, and no random number is drawn). A step may move samples apart or keep them as
+    they were, but pays, in proportion, for every pair it pulls together: the paper's later steps turn every
+    latent into one template on voxels (docs/voxel.md). None when off, with one step or one sample.
+    """
+    if not cfg.diversity_weight or len(out.samples) < 2 or out.samples[0].shape[0] < 2:
+        return None
+    total = None
+    before = _pair_distances(out.samples[0].detach())
+    for t in range(1, len(out.samples)):
+        after = _pair_distances(out.samples[t])
+        term = torch.relu(before - after).mean() / before.mean().clamp_min(1e-8)
+        total = term if total is None else total + term
+        before = after.detach()
+    return cfg.diversity_weight * total
+
+
+def _pair_distances(x: torch.Tensor) -> torch.Tensor:
+    flat = x.flatten(1).float()
+    return (flat - flat.roll(1, dims=0)).norm(dim=1)
+
+
 def proximity_weights(logits: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """σ(D's map), detached, at the resolution of `like` (B, 1, *S): D's belief that each location is real."""
     return resize_to(torch.sigmoid(logits.detach().to(like.dtype)), tuple(like.shape[2:]))
