@@ -30,13 +30,17 @@ REFERENCE_LOSSES = [(2.2113101482391357, 1.3627625703811646, 0.7365497350692749)
 REFERENCE_WEIGHT_SUM = 96.17373530623445
 
 
-def _trained(tmp_path, overrides):
+def _run_toy(out, overrides):
     from falcli.resolve import load_recipe
     from tests.conftest import ROOT
 
-    recipe = load_recipe(ROOT / "recipes" / "toy.yaml", REFERENCE + overrides)
+    recipe = load_recipe(ROOT / "recipes" / "toy.yaml", overrides)
     with torch.random.fork_rng(devices=[]):
-        run_dir = train.run(recipe, train.RunOptions(out=tmp_path / "run", device="cpu"))
+        return train.run(recipe, train.RunOptions(out=out, device="cpu"))
+
+
+def _trained(tmp_path, overrides):
+    run_dir = _run_toy(tmp_path / "run", REFERENCE + overrides)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [(r["loss/G"], r["loss/D"], r["loss/G/step3"]) for r in lines if r["kind"] == "train"]
     G = checkpoint.load(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1])["G"]
@@ -53,8 +57,9 @@ def test_options_off_train_exactly_as_before(tmp_path, overrides):
 
 def test_each_option_changes_training(tmp_path):
     """The reference is sensitive: each option moves the losses away from it (so the test above can fail)."""
-    for i, option in enumerate(["feedback.output=residual", "feedback.proximity_weight=1", "feedback.diversity_weight=1",
-                                "feedback.later_steps_train=feedback_only", "feedback.lr=1e-2"]):
+    for i, option in enumerate(["feedback.output=residual", "feedback.proximity_weight=1",
+                                "feedback.diversity_weight=1", "feedback.later_steps_train=feedback_only",
+                                "feedback.lr=1e-2"]):
         losses, _ = _trained(tmp_path / str(i), [option])
         assert losses != REFERENCE_LOSSES, option
 
@@ -245,14 +250,9 @@ def test_feedback_only_keeps_later_losses_out_of_the_backbone(toy_recipe, tmp_pa
 
 
 def _trained_weights(tmp_path, overrides):
-    from falcli.resolve import load_recipe
-    from tests.conftest import ROOT
-
     small = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train.log_every=10",
-             "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32"]
-    recipe = load_recipe(ROOT / "recipes" / "toy.yaml", small + overrides)
-    with torch.random.fork_rng(devices=[]):
-        run_dir = train.run(recipe, train.RunOptions(out=tmp_path, device="cpu"))
+             "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32"]  # today's recipe, shrunk
+    run_dir = _run_toy(tmp_path, small + overrides)
     return checkpoint.load(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1])
 
 
