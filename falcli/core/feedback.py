@@ -184,6 +184,7 @@ def diversity_loss(out: Unrolled, cfg: FeedbackConfig) -> torch.Tensor | None:
 
 
 def _pair_distances(x: torch.Tensor) -> torch.Tensor:
+    # At two bit-identical samples the norm's gradient is 0, not NaN: such a pair is charged but not pushed apart.
     flat = x.flatten(1).float()
     return (flat - flat.roll(1, dims=0)).norm(dim=1)
 
