@@ -24,9 +24,8 @@ SEEDED = re.compile(r"^(?P<label>.+)-s(?P<seed>\d+)$")
 
 
 def read(folder: Path) -> tuple[str, str, dict]:
-    """(row label, seed, refine.json with `rows` = the metrics per step) of one refine folder."""
+    """(row label, seed, refine.json: its `metrics` are the task's metrics per step) of one refine folder."""
     doc = json.loads((folder / "refine.json").read_text())
-    doc["rows"] = doc["metrics"]
     named = SEEDED.match(folder.name)
     if named:
         return named["label"], named["seed"], doc
@@ -59,15 +58,15 @@ def main() -> None:
         docs = [doc for _, doc in runs]
         cells = []
         for key in keys:
-            if any(key not in doc["rows"][0] for doc in docs):
+            if any(key not in doc["metrics"][0] for doc in docs):
                 cells.append("—")
                 continue
-            start = spread([doc["rows"][0][key] for doc in docs], format_of(key))
-            last = spread([doc["rows"][-1][key] for doc in docs], format_of(key))
+            start = spread([doc["metrics"][0][key] for doc in docs], format_of(key))
+            last = spread([doc["metrics"][-1][key] for doc in docs], format_of(key))
             cells.append(f"{start} → {last}")
         seconds = spread([doc["seconds_per_1000"] for doc in docs], ".1f")
         drs = spread([doc["drs"]["acceptance"] for doc in docs], ".3f") if docs[0].get("drs") else "—"
-        print(f"| {label} | {','.join(seed for seed, _ in runs)} | {len(docs[0]['rows'])} | " + " | ".join(cells)
+        print(f"| {label} | {','.join(seed for seed, _ in runs)} | {len(docs[0]['metrics'])} | " + " | ".join(cells)
               + f" | {seconds} | {drs} |")
 
 
