@@ -19,11 +19,12 @@ from falcli.tasks.image.task import ImageGenerator, ModelConfig as ImageModel
 from falcli.tasks.translation.nets import UNetGenerator
 from falcli.tasks.voxel.task import ModelConfig as VoxelModel, VoxelGenerator
 
+# The toy recipe shrunk to a 20-iteration run.
+SMALL = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train.log_every=10",
+         "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32"]
 # The toy recipe as it was then (its defaults have since changed), with every new option at its default.
-REFERENCE = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train.log_every=10",
-             "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32", "train.lr_decay_start_fraction=null",
-             "train.betas=[0.5,0.999]", "train.checkpoint_every=20", "feedback.output=direct",
-             "feedback.proximity_weight=0", "feedback.later_steps_train=all"]
+REFERENCE = SMALL + ["train.lr_decay_start_fraction=null", "train.betas=[0.5,0.999]", "feedback.output=direct",
+                     "feedback.proximity_weight=0", "feedback.later_steps_train=all"]
 # (loss/G, loss/D, loss/G/step3) at iterations 10 and 20, and the sum of G's weights after 20, before the options.
 REFERENCE_LOSSES = [(2.2113101482391357, 1.3627625703811646, 0.7365497350692749),
                     (2.1636970043182373, 1.3305952548980713, 0.7123591899871826)]
@@ -250,9 +251,7 @@ def test_feedback_only_keeps_later_losses_out_of_the_backbone(toy_recipe, tmp_pa
 
 
 def _trained_weights(tmp_path, overrides):
-    small = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train.log_every=10",
-             "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32"]  # today's recipe, shrunk
-    run_dir = _run_toy(tmp_path, small + overrides)
+    run_dir = _run_toy(tmp_path, SMALL + overrides)  # today's recipe, shrunk
     return checkpoint.load(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1])
 
 
