@@ -16,7 +16,7 @@ from pathlib import Path
 
 from seedstats import spread
 
-DEFAULT_KEYS = {"toy": ["modes_covered", "high_quality", "sliced_wasserstein", "recall"],
+DEFAULT_KEYS = {"toy": ["modes_covered", "high_quality", "sw_to_mixture", "recall"],
                 "image": ["fid_judge", "precision_judge", "recall_judge", "density_judge", "coverage_judge"],
                 "voxel": ["coverage", "mmd_iou", "precision_judge", "recall_judge", "coverage_judge"],
                 "translation": ["fcn/class_iou", "fcn/pixel_accuracy", "l1", "ssim"]}

@@ -9,8 +9,8 @@ import statistics
 import sys
 from pathlib import Path
 
-KEYS = [("modes_covered", ".1f"), ("high_quality", ".3f"), ("sliced_wasserstein", ".3f"), ("precision", ".3f"),
-        ("recall", ".3f"), ("density", ".3f"), ("coverage", ".3f")]
+KEYS = [("modes_covered", ".1f"), ("high_quality", ".3f"), ("sliced_wasserstein", ".3f"), ("sw_to_mixture", ".4f"),
+        ("precision", ".3f"), ("recall", ".3f"), ("density", ".3f"), ("coverage", ".3f")]
 
 
 def cell(values, fmt):

@@ -44,7 +44,7 @@ def test_dot_starts_from_the_plain_rows_own_samples(ablation):
     """DOT refines the latents the task's evaluation uses: its t=1 is the plain GAN's row, to the digit."""
     _, _, report = ablation
     for plain, dot in zip(report["runs"]["plain"], report["runs"]["plain_dot"]):
-        for key in ("high_quality", "sliced_wasserstein", "recall", "coverage", "modes_covered"):
+        for key in ("high_quality", "sliced_wasserstein", "sw_to_mixture", "recall", "coverage", "modes_covered"):
             assert dot["steps"][0][key] == pytest.approx(plain["steps"][0][key], abs=1e-6), key
         assert dot["steps"][1]["d_logit"] > dot["steps"][0]["d_logit"]  # DOT raised D's score
 
@@ -52,15 +52,15 @@ def test_dot_starts_from_the_plain_rows_own_samples(ablation):
 def test_tables_show_coverage_next_to_quality_at_every_step(ablation):
     out, _, report = ablation
     assert report["metric"] == "high_quality"
-    assert {"high_quality", "sliced_wasserstein", "precision", "recall", "modes_covered", "coverage",
-            "density"} <= set(report["keys"])
+    assert {"high_quality", "sw_to_mixture", "sliced_wasserstein", "precision", "recall", "modes_covered",
+            "coverage", "density"} <= set(report["keys"])
     for row in report["summary"].values():
         assert len(row["per_step"]) == row["steps"]
         for step in row["per_step"]:
             assert {"recall", "precision", "modes_covered"} <= set(step)
             assert step["recall"]["std"] >= 0
     table = (out / "ablation.md").read_text()
-    assert "| config | t | high_quality | sliced_wasserstein |" in table
+    assert "| config | t | high_quality | sw_to_mixture | sliced_wasserstein |" in table
     assert "recall" in table and "| plain GAN + DOT | 2 |" in table and "| FAL | 3 |" in table
 
 

@@ -236,3 +236,31 @@ def test_benchmarks_import_only_names_that_exist():
                 if not hasattr(module, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
                     missing.append(f"{script.name}: from {node.module} import {alias.name}")
     assert not missing, missing
+
+
+def test_toy_sw_scores_every_step_and_dot_starts_from_the_rows_own_samples(tmp_path, toy_recipe, capsys,
+                                                                            monkeypatch):
+    """benchmarks/toy_sw.py on a toy_sweep layout: one sw.json row per seed and step; DOT's t = 1 is the plain
+    row's t = 1 (the same latents), and its t = 2 moves the points."""
+    spec = importlib.util.spec_from_file_location("toy_sw", ROOT / "benchmarks" / "toy_sw.py")
+    toy_sw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy_sw)
+    row = tmp_path / "toy-sweep" / "plain"
+    per_seed = []
+    for seed in (0, 1):
+        recipe = toy_recipe("feedback.steps=1", f"seed={seed}")
+        train.run(recipe, train.RunOptions(out=row / f"seed{seed}", device="cpu"))
+        per_seed.append([{"recall": 0.5, "coverage": 0.25}])
+    (row / "result.json").write_text(json.dumps({"per_seed": per_seed}))
+    monkeypatch.setattr(sys, "argv", ["toy_sw.py", "plain", "--samples", "300", "--dot",
+                                      "--root", str(tmp_path / "toy-sweep")])
+    toy_sw.main()
+    result = json.loads((row / "sw.json").read_text())
+    plain, dot = result["rows"]["plain"], result["rows"]["plain+dot"]
+    assert result["seeds"] == [0, 1] and len(plain) == 2 and len(plain[0]) == 1 and len(dot[0]) == 2
+    for seed_plain, seed_dot in zip(plain, dot):
+        assert seed_dot[0] == pytest.approx(seed_plain[0])
+        assert seed_dot[1]["sw_to_mixture"] != seed_plain[0]["sw_to_mixture"]
+    table = capsys.readouterr().out
+    assert "| plain | 2 | 1 |" in table and "| 0.500 ± 0.000 | 0.250 ± 0.000 |" in table
+    assert "| plain+dot | 2 | 2 |" in table

@@ -68,8 +68,9 @@ DOT_STEPS = 2                           # plain + DOT's steps: t=1 = G(z), t=2 =
 # per-step columns: quality, then coverage. ablation.json keeps every metric of every step.
 HEADLINES = ("fid_judge", "fid_inception", "high_quality", "accuracy", "fcn/class_iou", "labels/class_iou", "l1")
 QUALITY = ("fid_judge", "fid_inception", "precision_judge", "precision_inception", "density_judge",
-           "density_inception", "high_quality", "sliced_wasserstein", "precision", "density", "accuracy", "mmd_iou",
-           "l1", "psnr", "ssim", "lpips", "fcn/class_iou", "fcn/pixel_accuracy", "labels/class_iou", "abs_rel", "rmse")
+           "density_inception", "high_quality", "sw_to_mixture", "sliced_wasserstein", "precision", "density",
+           "accuracy", "mmd_iou", "l1", "psnr", "ssim", "lpips", "fcn/class_iou", "fcn/pixel_accuracy",
+           "labels/class_iou", "abs_rel", "rmse")
 COVERAGE = ("recall_judge", "recall_inception", "coverage_judge", "coverage_inception", "modes_covered", "recall",
             "coverage")
 
@@ -343,7 +344,8 @@ def summarise(results: dict[str, list[dict]], metric: str, keys: list[str]) -> d
     return summary
 
 
-LOWER_IS_BETTER = ("fid_judge", "fid_inception", "sliced_wasserstein", "mmd_iou", "l1", "lpips", "abs_rel", "rmse")
+LOWER_IS_BETTER = ("fid_judge", "fid_inception", "sw_to_mixture", "sliced_wasserstein", "mmd_iou", "l1", "lpips",
+                   "abs_rel", "rmse")
 DESCRIBED = {"fid_judge": "FID in the shapes judge's feature space", "fid_inception": "Inception FID",
              "high_quality": "high-quality share (within 3σ of a mode)", "accuracy": "voxel classifier accuracy",
              "fcn/class_iou": "FCN class IoU", "labels/class_iou": "label class IoU", "l1": "L1 to the target"}

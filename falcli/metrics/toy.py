@@ -3,8 +3,15 @@
 Conventions follow the mode-collapse literature (Metz et al. 2017, Srivastava et al. 2017, Lin et al. 2018):
 a sample is *high quality* if it lies within 3σ of a mode; a mode is *covered* if it received at least a fifth
 of its fair share of samples (N / K) within 3σ.
+
+Two distances to the true distribution: `sliced_wasserstein` against a reference draw of N points, and
+`sw_to_mixture` against the mixture itself. The first carries the reference's own sampling noise (at N = 2500,
+two draws of the mixture are 0.039 ± 0.020 apart, the size of the differences between models); the second has
+only the samples' (the mixture's own draws score 0.023 ± 0.010 at N = 2500 and 0.006 ± 0.003 at N = 50 000).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -30,9 +37,32 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256,
     return float((pa - pb).abs().mean())
 
 
+def sw_to_mixture(samples: torch.Tensor, centers: torch.Tensor, std: float, directions: int = 64,
+                  grid: int = 8192) -> float:
+    """Sliced 1-Wasserstein distance from points (N, 2) to the isotropic mixture (centres (K, 2), equal weights,
+    std σ) itself: the mean over directions u of W1 = ∫|F_N(x) − F(x)| dx between the samples' projected
+    empirical CDF F_N and the mixture's projected CDF F (K 1D normals, means cₖ·u, std σ).
+
+    The directions are evenly spaced over half a turn (W1 is the same for u and −u): in 2D that is a quadrature
+    of the mean over all directions, with none of a random draw's noise. The integral runs on a grid from the
+    lowest to the highest projected centre ± 8σ, where F is 0 or 1 to 1e-15; samples beyond it add their
+    distance to its edge, exactly."""
+    angles = torch.arange(directions, dtype=torch.float64) * (math.pi / directions)
+    u = torch.stack([angles.cos(), angles.sin()])                                    # (2, J)
+    projected = (samples.detach().double().cpu() @ u).T.sort(dim=1).values.contiguous()  # (J, N)
+    means = (centers.double().cpu() @ u).T                                           # (J, K)
+    low, high = means.min(dim=1).values - 8 * std, means.max(dim=1).values + 8 * std
+    xs = (low[:, None] + torch.linspace(0, 1, grid, dtype=torch.float64) * (high - low)[:, None]).contiguous()
+    mixture_cdf = 0.5 * (1 + torch.erf((xs[:, :, None] - means[:, None, :]) / (std * math.sqrt(2)))).mean(dim=2)
+    sample_cdf = torch.searchsorted(projected, xs, right=True).double() / projected.shape[1]
+    inside = torch.trapezoid((sample_cdf - mixture_cdf).abs(), xs, dim=1)
+    beyond = ((low[:, None] - projected).clamp(min=0) + (projected - high[:, None]).clamp(min=0)).mean(dim=1)
+    return float((inside + beyond).mean())
+
+
 def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, reference: torch.Tensor,
                 d_logits: torch.Tensor | None = None) -> dict[str, float]:
-    """Modes covered, high-quality share, sliced Wasserstein distance to `reference`, precision/recall and
+    """Modes covered, high-quality share, sliced Wasserstein distances to `reference` and to the mixture, precision/recall and
     density/coverage against `reference` in point space (falcli/metrics/coverage.py), and mean D logit."""
     samples = samples.detach().float().cpu()
     index, distance = nearest_mode(samples, centers.cpu())
@@ -44,6 +74,7 @@ def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, refere
         "modes_total": len(centers),
         "high_quality": float(good.float().mean()),
         "sliced_wasserstein": sliced_wasserstein(samples, reference.cpu()),
+        "sw_to_mixture": sw_to_mixture(samples, centers, std),
         **_coverage(reference.cpu().double(), samples.double()),
     }
     if d_logits is not None:

@@ -401,7 +401,8 @@ def _voxel_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -
 
 
 def _toy_metric(metric: str, options: EvaluateOptions, progress: ProgressFn) -> Evaluation:
-    """The toy task's metrics per step: modes covered, high-quality share, sliced Wasserstein, D's score."""
+    """The toy task's metrics per step: modes covered, high-quality share, sliced Wasserstein distances (to a
+    reference draw and to the mixture), D's score."""
     notes: list[str] = []
     ck = restore(metric, options, False, notes)
     with _busy(progress, f"{metric} {ck.path.name}, {ck.steps} steps"):

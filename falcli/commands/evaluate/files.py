@@ -185,8 +185,9 @@ def voxel_accuracy(metric: str, options: EvaluateOptions, progress: ProgressFn) 
 # --- toy: 2D points against a mixture ---
 
 def toy_points(metric: str, options: EvaluateOptions, progress: ProgressFn) -> FileScore:
-    """Modes covered, high-quality share and sliced Wasserstein distance (falcli/metrics/toy.py) of (N, 2)
-    points; the reference is N points drawn from the mixture (seed 0)."""
+    """Modes covered, high-quality share and sliced Wasserstein distances (falcli/metrics/toy.py) of (N, 2)
+    points; the reference of `sliced_wasserstein` is N points drawn from the mixture (seed 0), `sw_to_mixture`
+    needs none."""
     if options.a is None or options.b is not None:
         raise FalError("`fal evaluate toy` takes one input: an .npy of (N, 2) points with --dataset ring|grid "
                        "(or --ckpt CKPT)")

@@ -1,0 +1,112 @@
+"""Score finished toy_sweep rows by the sliced W1 to the mixture itself on many samples (docs/toy.md,
+"Measuring SW"): at the evaluation's 2500 points the distance carries a sampling noise as large as the
+differences between the rows, at 50 000 about a tenth of it.
+
+    OMP_NUM_THREADS=1 python benchmarks/toy_sw.py NAME [NAME ...] [--samples 50000] [--dot]
+
+For each seed of runs/toy-sweep/NAME, its final checkpoint draws `--samples` latents (the same for every row) and
+unrolls them; every step's sw_to_mixture and high-quality share go to runs/toy-sweep/NAME/sw.json, and one
+markdown table to stdout: mean ± std over seeds of both, next to the row's recall and coverage from its own
+evaluation (result.json, 2500 points: the k-NN metrics grow with the square of the points). `--dot` adds a row NAME+dot: `fal refine --method dot-latent` (its
+defaults: 30 Adam steps, lr 0.01, K estimated) of the same latents — meant for a plain row, whose t = 1 it repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from falcli.commands.refine import runners  # noqa: E402
+from falcli.commands.refine.common import RefineOptions  # noqa: E402
+from falcli.commands.refine.run import refine  # noqa: E402
+from falcli.core import checkpoint  # noqa: E402
+from falcli.core.feedback import unroll  # noqa: E402
+from falcli.metrics.toy import nearest_mode, sw_to_mixture  # noqa: E402
+from falcli.resolve import restore  # noqa: E402
+from falcli.tasks.base import latents_for  # noqa: E402
+from falcli.tasks.toy import mixture_centers  # noqa: E402
+
+LATENT_SEED = 0         # one stream for every row and seed (fal refine's fresh draws with --seed 0): the rows
+                        # differ only by their networks
+
+
+def scores(x: torch.Tensor, recipe) -> dict[str, float]:
+    centers = mixture_centers(recipe.data)
+    return {"sw_to_mixture": sw_to_mixture(x, centers, recipe.data.sigma),
+            "high_quality": float((nearest_mode(x, centers)[1] <= 3 * recipe.data.sigma).double().mean())}
+
+
+def feedback_steps(run_dir: Path, count: int) -> list[dict[str, float]]:
+    recipe, G, D, _, _ = restore(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1], torch.device("cpu"))
+    with torch.no_grad():
+        out = unroll(G, D, latents_for(recipe, count, LATENT_SEED), None, recipe.feedback.sampling_steps,
+                     recipe.feedback, lambda x: x)
+    return [scores(x, recipe) for x in out.samples]
+
+
+def dot_steps(run_dir: Path, count: int) -> list[dict[str, float]]:
+    """Latent DOT through `fal refine` itself, on fresh draws; its own metrics (k-NN, quadratic in the count) are
+    skipped: only the written points are scored here."""
+    path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
+    recipe = restore(path, torch.device("cpu")).recipe
+    task_metrics, runners.task_metrics = runners.task_metrics, lambda *args, **kwargs: []
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "dot"
+            refine(RefineOptions(checkpoint=path, out=out, method="dot-latent", count=count, batch_size=5000,
+                                 seed=LATENT_SEED, device="cpu"), warn=lambda message: None)
+            steps = sorted(out.glob("step-*/points.npy"), key=lambda p: int(p.parent.name[5:]))
+            return [scores(torch.from_numpy(np.load(p)), recipe) for p in steps]
+    finally:
+        runners.task_metrics = task_metrics
+
+
+def cell(values: list[float], fmt: str) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):{fmt}} ± {std:{fmt}}"
+
+
+def table_rows(label: str, per_seed: list[list[dict]], evaluated: list[list[dict]] | None) -> list[str]:
+    lines = []
+    for t in range(len(per_seed[0])):
+        own = [cell([seed[t][k] for seed in evaluated], ".3f") if evaluated else "—" for k in ("recall", "coverage")]
+        lines.append(f"| {label} | {len(per_seed)} | {t + 1} | {cell([s[t]['high_quality'] for s in per_seed], '.3f')} "
+                     f"| {cell([s[t]['sw_to_mixture'] for s in per_seed], '.4f')} | {own[0]} | {own[1]} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("names", nargs="+")
+    parser.add_argument("--samples", type=int, default=50_000)
+    parser.add_argument("--dot", action="store_true", help="also latent DOT of each seed's run")
+    parser.add_argument("--root", default="runs/toy-sweep")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"| row | seeds | t | high_quality ({args.samples}) | sw_to_mixture ({args.samples}) | recall (2500) "
+          f"| coverage (2500) |\n|---|---|---|---|---|---|---|")
+    for name in args.names:
+        folder = Path(args.root) / name
+        seeds = sorted(folder.glob("seed*"), key=lambda p: int(p.name[4:]))
+        if not seeds:
+            sys.exit(f"{folder}: no seed folders (run benchmarks/toy_sweep.py {name} first)")
+        rows = {name: [feedback_steps(run, args.samples) for run in seeds]}
+        if args.dot:
+            rows[name + "+dot"] = [dot_steps(run, args.samples) for run in seeds]
+        result = {"samples": args.samples, "seeds": [int(p.name[4:]) for p in seeds], "rows": rows}
+        (folder / "sw.json").write_text(json.dumps(result, indent=1))
+        evaluated = json.loads((folder / "result.json").read_text())["per_seed"]
+        for label, per_seed in rows.items():
+            print("\n".join(table_rows(label, per_seed, evaluated if label == name else None)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
