@@ -2,13 +2,14 @@
 "Measuring SW"): at the evaluation's 2500 points the distance carries a sampling noise as large as the
 differences between the rows, at 50 000 about a tenth of it.
 
-    OMP_NUM_THREADS=1 python benchmarks/toy_sw.py NAME [NAME ...] [--samples 50000] [--dot]
+    OMP_NUM_THREADS=1 python benchmarks/toy_sw.py NAME [NAME ...] [--samples 50000] [--dot NAME ...]
 
 For each seed of runs/toy-sweep/NAME, its final checkpoint draws `--samples` latents (the same for every row) and
 unrolls them; every step's sw_to_mixture and high-quality share go to runs/toy-sweep/NAME/sw.json, and one
 markdown table to stdout: mean ± std over seeds of both, next to the row's recall and coverage from its own
-evaluation (result.json, 2500 points: the k-NN metrics grow with the square of the points). `--dot` adds a row NAME+dot: `fal refine --method dot-latent` (its
-defaults: 30 Adam steps, lr 0.01, K estimated) of the same latents — meant for a plain row, whose t = 1 it repeats.
+evaluation (result.json, 2500 points: the k-NN metrics grow with the square of the points). `--dot NAME` adds a
+row NAME+dot: `fal refine --method dot-latent` (its defaults: 30 Adam steps, lr 0.01, K estimated) of the same
+latents — meant for a plain row, whose t = 1 it repeats.
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("names", nargs="+")
     parser.add_argument("--samples", type=int, default=50_000)
-    parser.add_argument("--dot", action="store_true", help="also latent DOT of each seed's run")
+    parser.add_argument("--dot", nargs="*", default=[], metavar="NAME",
+                        help="rows (plain ones) whose runs latent DOT also refines")
     parser.add_argument("--root", default="runs/toy-sweep")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -99,7 +101,7 @@ def main() -> None:
         if not seeds:
             sys.exit(f"{folder}: no seed folders (run benchmarks/toy_sweep.py {name} first)")
         rows = {name: [feedback_steps(run, args.samples) for run in seeds]}
-        if args.dot:
+        if name in args.dot:
             rows[name + "+dot"] = [dot_steps(run, args.samples) for run in seeds]
         result = {"samples": args.samples, "seeds": [int(p.name[4:]) for p in seeds], "rows": rows}
         (folder / "sw.json").write_text(json.dumps(result, indent=1))

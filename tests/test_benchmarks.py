@@ -253,7 +253,7 @@ def test_toy_sw_scores_every_step_and_dot_starts_from_the_rows_own_samples(tmp_p
         per_seed.append([{"recall": 0.5, "coverage": 0.25}])
     (row / "result.json").write_text(json.dumps({"per_seed": per_seed}))
     monkeypatch.setattr(sys, "argv", ["toy_sw.py", "plain", "--samples", "300", "--dot",
-                                      "--root", str(tmp_path / "toy-sweep")])
+                                      "plain", "--root", str(tmp_path / "toy-sweep")])
     toy_sw.main()
     result = json.loads((row / "sw.json").read_text())
     plain, dot = result["rows"]["plain"], result["rows"]["plain+dot"]
