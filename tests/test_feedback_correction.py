@@ -24,7 +24,7 @@ SMALL = ["data.points=512", "train.iterations=20", "train.batch_size=64", "train
          "train.checkpoint_every=20", "train.sample_every=0", "model.hidden=32"]
 # The toy recipe as it was then (its defaults have since changed), with every new option at its default.
 REFERENCE = SMALL + ["train.lr_decay_start_fraction=null", "train.betas=[0.5,0.999]", "feedback.output=direct",
-                     "feedback.proximity_weight=0", "feedback.later_steps_train=all"]
+                     "feedback.proximity_weight=0", "feedback.later_steps_train=all", "feedback.discriminate=all"]
 # (loss/G, loss/D, loss/G/step3) at iterations 10 and 20, and the sum of G's weights after 20, before the options.
 REFERENCE_LOSSES = [(2.2113101482391357, 1.3627625703811646, 0.7365497350692749),
                     (2.1636970043182373, 1.3305952548980713, 0.7123591899871826)]
