@@ -54,8 +54,8 @@ def feedback_steps(run_dir: Path, count: int) -> list[dict[str, float]]:
 
 
 def dot_steps(run_dir: Path, count: int) -> list[dict[str, float]]:
-    """Latent DOT through `fal refine` itself, on fresh draws; its own metrics (k-NN, quadratic in the count) are
-    skipped: only the written points are scored here."""
+    """Latent DOT through `fal refine` itself, on its fresh draws of seed LATENT_SEED (the latents feedback_steps
+    unrolls); refine's own metrics (k-NN, quadratic in the count) are skipped: only the written points are scored."""
     path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
     recipe = restore(path, torch.device("cpu")).recipe
     task_metrics, runners.task_metrics = runners.task_metrics, lambda *args, **kwargs: []
@@ -105,7 +105,8 @@ def main() -> None:
             rows[name + "+dot"] = [dot_steps(run, args.samples) for run in seeds]
         result = {"samples": args.samples, "seeds": [int(p.name[4:]) for p in seeds], "rows": rows}
         (folder / "sw.json").write_text(json.dumps(result, indent=1))
-        evaluated = json.loads((folder / "result.json").read_text())["per_seed"]
+        own = folder / "result.json"
+        evaluated = json.loads(own.read_text())["per_seed"] if own.exists() else None
         for label, per_seed in rows.items():
             print("\n".join(table_rows(label, per_seed, evaluated if label == name else None)), flush=True)
 

@@ -23,8 +23,8 @@ from falcli.tasks.toy import ToyTask
 from falcli.core.feedback import unroll
 from falcli.errors import FalError
 
-METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "sw_to_mixture", "precision", "recall", "density", "coverage",
-           "d_logit")
+METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "sw_to_mixture", "precision", "recall", "density",
+           "coverage", "d_logit")
 
 
 def variants(recipe: Recipe) -> dict[str, Recipe]:

@@ -6,8 +6,8 @@ of its fair share of samples (N / K) within 3σ.
 
 Two distances to the true distribution: `sliced_wasserstein` against a reference draw of N points, and
 `sw_to_mixture` against the mixture itself. The first carries the reference's own sampling noise (at N = 2500,
-two draws of the mixture are 0.039 ± 0.020 apart, the size of the differences between models); the second has
-only the samples' (the mixture's own draws score 0.023 ± 0.010 at N = 2500 and 0.006 ± 0.003 at N = 50 000).
+two draws of the mixture are 0.040 ± 0.014 apart, the size of the differences between models); the second has
+only the samples' (the mixture's own draws score 0.028 ± 0.010 at N = 2500 and 0.006 ± 0.002 at N = 50 000).
 """
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ def sw_to_mixture(samples: torch.Tensor, centers: torch.Tensor, std: float, dire
 
 def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, reference: torch.Tensor,
                 d_logits: torch.Tensor | None = None) -> dict[str, float]:
-    """Modes covered, high-quality share, sliced Wasserstein distances to `reference` and to the mixture, precision/recall and
-    density/coverage against `reference` in point space (falcli/metrics/coverage.py), and mean D logit."""
+    """Modes covered, high-quality share, sliced Wasserstein distances to `reference` and to the mixture,
+    precision/recall and density/coverage against `reference` in point space (falcli/metrics/coverage.py), and
+    mean D logit."""
     samples = samples.detach().float().cpu()
     index, distance = nearest_mode(samples, centers.cpu())
     good = distance <= 3 * std
