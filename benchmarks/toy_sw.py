@@ -2,14 +2,15 @@
 "Measuring SW"): at the evaluation's 2500 points the distance carries a sampling noise as large as the
 differences between the rows, at 50 000 about a tenth of it.
 
-    OMP_NUM_THREADS=1 python benchmarks/toy_sw.py NAME [NAME ...] [--samples 50000] [--dot NAME ...]
+    OMP_NUM_THREADS=1 python benchmarks/toy_sw.py NAME [NAME ...] [--samples 50000] [--dot NAME ...] [--steps T]
 
 For each seed of runs/toy-sweep/NAME, its final checkpoint draws `--samples` latents (the same for every row) and
 unrolls them; every step's sw_to_mixture and high-quality share go to runs/toy-sweep/NAME/sw.json, and one
 markdown table to stdout: mean ± std over seeds of both, next to the row's recall and coverage from its own
 evaluation (result.json, 2500 points: the k-NN metrics grow with the square of the points). `--dot NAME` adds a
 row NAME+dot: `fal refine --method dot-latent` (its defaults: 30 Adam steps, lr 0.01, K estimated) of the same
-latents — meant for a plain row, whose t = 1 it repeats.
+latents — meant for a plain row, whose t = 1 it repeats. `--steps T` unrolls the feedback rows T steps instead of
+the recipe's (more than trained is allowed, as for `fal evaluate --steps`); their sw.json is then sw-tT.json.
 """
 from __future__ import annotations
 
@@ -45,11 +46,11 @@ def scores(x: torch.Tensor, recipe) -> dict[str, float]:
             "high_quality": float((nearest_mode(x, centers)[1] <= 3 * recipe.data.sigma).double().mean())}
 
 
-def feedback_steps(run_dir: Path, count: int) -> list[dict[str, float]]:
+def feedback_steps(run_dir: Path, count: int, steps: int | None = None) -> list[dict[str, float]]:
     recipe, G, D, _, _ = restore(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1], torch.device("cpu"))
+    steps = recipe.feedback.sampling_steps if steps is None or recipe.feedback.steps == 1 else steps
     with torch.no_grad():
-        out = unroll(G, D, latents_for(recipe, count, LATENT_SEED), None, recipe.feedback.sampling_steps,
-                     recipe.feedback, lambda x: x)
+        out = unroll(G, D, latents_for(recipe, count, LATENT_SEED), None, steps, recipe.feedback, lambda x: x)
     return [scores(x, recipe) for x in out.samples]
 
 
@@ -78,7 +79,8 @@ def cell(values: list[float], fmt: str) -> str:
 def table_rows(label: str, per_seed: list[list[dict]], evaluated: list[list[dict]] | None) -> list[str]:
     lines = []
     for t in range(len(per_seed[0])):
-        own = [cell([seed[t][k] for seed in evaluated], ".3f") if evaluated else "—" for k in ("recall", "coverage")]
+        scored = evaluated and t < len(evaluated[0])  # steps past the trained ones have no 2500-point evaluation
+        own = [cell([seed[t][k] for seed in evaluated], ".3f") if scored else "—" for k in ("recall", "coverage")]
         lines.append(f"| {label} | {len(per_seed)} | {t + 1} | {cell([s[t]['high_quality'] for s in per_seed], '.3f')} "
                      f"| {cell([s[t]['sw_to_mixture'] for s in per_seed], '.4f')} | {own[0]} | {own[1]} |")
     return lines
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--dot", nargs="*", default=[], metavar="NAME",
                         help="rows (plain ones) whose runs latent DOT also refines")
     parser.add_argument("--root", default="runs/toy-sweep")
+    parser.add_argument("--steps", type=int, default=None, help="feedback steps to unroll [the recipe's]")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"| row | seeds | t | high_quality ({args.samples}) | sw_to_mixture ({args.samples}) | recall (2500) "
@@ -100,11 +103,12 @@ def main() -> None:
         seeds = sorted(folder.glob("seed*"), key=lambda p: int(p.name[4:]))
         if not seeds:
             sys.exit(f"{folder}: no seed folders (run benchmarks/toy_sweep.py {name} first)")
-        rows = {name: [feedback_steps(run, args.samples) for run in seeds]}
+        rows = {name: [feedback_steps(run, args.samples, args.steps) for run in seeds]}
         if name in args.dot:
             rows[name + "+dot"] = [dot_steps(run, args.samples) for run in seeds]
         result = {"samples": args.samples, "seeds": [int(p.name[4:]) for p in seeds], "rows": rows}
-        (folder / "sw.json").write_text(json.dumps(result, indent=1))
+        (folder / ("sw.json" if args.steps is None else f"sw-t{args.steps}.json")).write_text(json.dumps(result,
+                                                                                                    indent=1))
         own = folder / "result.json"
         evaluated = json.loads(own.read_text())["per_seed"] if own.exists() else None
         for label, per_seed in rows.items():
