@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,16 +24,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # seedstats, also when loaded from elsewhere (tests)
 
 from falcli.commands.refine import runners  # noqa: E402
 from falcli.commands.refine.common import RefineOptions  # noqa: E402
 from falcli.commands.refine.run import refine  # noqa: E402
 from falcli.core import checkpoint  # noqa: E402
 from falcli.core.feedback import unroll  # noqa: E402
-from falcli.metrics.toy import nearest_mode, sw_to_mixture  # noqa: E402
+from falcli.metrics.toy import mode_metrics, sw_to_mixture  # noqa: E402
 from falcli.resolve import restore  # noqa: E402
 from falcli.tasks.base import latents_for  # noqa: E402
 from falcli.tasks.toy import mixture_centers  # noqa: E402
+from seedstats import spread  # noqa: E402
 
 LATENT_SEED = 0         # one stream for every row and seed (fal refine's fresh draws with --seed 0): the rows
                         # differ only by their networks
@@ -43,7 +44,7 @@ LATENT_SEED = 0         # one stream for every row and seed (fal refine's fresh 
 def scores(x: torch.Tensor, recipe) -> dict[str, float]:
     centers = mixture_centers(recipe.data)
     return {"sw_to_mixture": sw_to_mixture(x, centers, recipe.data.sigma),
-            "high_quality": float((nearest_mode(x, centers)[1] <= 3 * recipe.data.sigma).double().mean())}
+            "high_quality": mode_metrics(x, centers, recipe.data.sigma)["high_quality"]}
 
 
 def feedback_steps(run_dir: Path, count: int, steps: int | None = None) -> list[dict[str, float]]:
@@ -71,18 +72,14 @@ def dot_steps(run_dir: Path, count: int) -> list[dict[str, float]]:
         runners.task_metrics = task_metrics
 
 
-def cell(values: list[float], fmt: str) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):{fmt}} ± {std:{fmt}}"
-
-
 def table_rows(label: str, per_seed: list[list[dict]], evaluated: list[list[dict]] | None) -> list[str]:
     lines = []
     for t in range(len(per_seed[0])):
         scored = evaluated and t < len(evaluated[0])  # steps past the trained ones have no 2500-point evaluation
-        own = [cell([seed[t][k] for seed in evaluated], ".3f") if scored else "—" for k in ("recall", "coverage")]
-        lines.append(f"| {label} | {len(per_seed)} | {t + 1} | {cell([s[t]['high_quality'] for s in per_seed], '.3f')} "
-                     f"| {cell([s[t]['sw_to_mixture'] for s in per_seed], '.4f')} | {own[0]} | {own[1]} |")
+        own = [spread([seed[t][k] for seed in evaluated], ".3f") if scored else "—" for k in ("recall", "coverage")]
+        hq, sw = (spread([seed[t][k] for seed in per_seed], f) for k, f in (("high_quality", ".3f"),
+                                                                             ("sw_to_mixture", ".4f")))
+        lines.append(f"| {label} | {len(per_seed)} | {t + 1} | {hq} | {sw} | {own[0]} | {own[1]} |")
     return lines
 
 

@@ -60,20 +60,25 @@ def sw_to_mixture(samples: torch.Tensor, centers: torch.Tensor, std: float, dire
     return float((inside + beyond).mean())
 
 
+def mode_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float) -> dict[str, float]:
+    """Modes covered (of modes_total) and the high-quality share of points (N, 2): linear in N, unlike the k-NN
+    metrics, so any number of points can be scored."""
+    index, distance = nearest_mode(samples.detach().float().cpu(), centers.cpu())
+    good = distance <= 3 * std
+    counts = torch.bincount(index[good], minlength=len(centers))
+    fair_share = len(samples) / len(centers)
+    return {"modes_covered": int((counts >= 0.2 * fair_share).sum()), "modes_total": len(centers),
+            "high_quality": float(good.float().mean())}
+
+
 def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, reference: torch.Tensor,
                 d_logits: torch.Tensor | None = None) -> dict[str, float]:
     """Modes covered, high-quality share, sliced Wasserstein distances to `reference` and to the mixture,
     precision/recall and density/coverage against `reference` in point space (falcli/metrics/coverage.py), and
     mean D logit."""
     samples = samples.detach().float().cpu()
-    index, distance = nearest_mode(samples, centers.cpu())
-    good = distance <= 3 * std
-    counts = torch.bincount(index[good], minlength=len(centers))
-    fair_share = len(samples) / len(centers)
     result = {
-        "modes_covered": int((counts >= 0.2 * fair_share).sum()),
-        "modes_total": len(centers),
-        "high_quality": float(good.float().mean()),
+        **mode_metrics(samples, centers, std),
         "sliced_wasserstein": sliced_wasserstein(samples, reference.cpu()),
         "sw_to_mixture": sw_to_mixture(samples, centers, std),
         **_coverage(reference.cpu().double(), samples.double()),
