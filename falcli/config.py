@@ -49,8 +49,10 @@ class FeedbackConfig:
                                         # then train exactly as the plain GAN, and later steps refine against it
     # The later steps as a *correction* of the previous one (docs/toy.md measures each; all off = FAL as
     # published, bit for bit):
-    output: Literal["direct", "residual"] = "direct"  # step t outputs x_t itself, or x_(t-1) + Δ_t in the
-                                        # generator's pre-activation space (before tanh/sigmoid: stays in range)
+    output: Literal["direct", "residual", "latent"] = "direct"  # step t outputs x_t itself, or x_(t-1) + Δ_t in
+                                        # the generator's pre-activation space (before tanh/sigmoid: stays in
+                                        # range), or G(z_t) with z_t = z_(t-1) + Δz_t (a learned latent DOT:
+                                        # every step stays on G's own map; tasks with a latent code only)
     proximity_weight: float = 0.0       # λ of a G loss term λ·‖x_t − x_(t-1)‖² at t ≥ 2 (x_(t-1) detached)
     proximity: Literal["uniform", "spatial"] = "uniform"  # spatial: weighted per location by σ(D) of x_(t-1),
                                         # so what D found fake may change and the rest must stay

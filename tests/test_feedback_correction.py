@@ -58,7 +58,7 @@ def test_options_off_train_exactly_as_before(tmp_path, overrides):
 
 def test_each_option_changes_training(tmp_path):
     """The reference is sensitive: each option moves the losses away from it (so the test above can fail)."""
-    for i, option in enumerate(["feedback.output=residual", "feedback.proximity_weight=1",
+    for i, option in enumerate(["feedback.output=residual", "feedback.output=latent", "feedback.proximity_weight=1",
                                 "feedback.diversity_weight=1", "feedback.later_steps_train=feedback_only",
                                 "feedback.lr=1e-2"]):
         losses, _ = _trained(tmp_path / str(i), [option])

@@ -15,7 +15,9 @@ generator's output activation (tanh, sigmoid or none; `output_activation` on the
 pre-activation, and Δ_t = G_pre(z, feedback_t) − G_pre(z, no feedback) what the feedback changes about G's
 output. The feedback modules start as the identity, so Δ_t starts at 0 and every step starts as a copy of the
 previous one; the backbone's gradient from a later step is then only through that difference. `direct` (the
-paper's) outputs x_t = a(G_pre(z, feedback_t)) itself.
+paper's) outputs x_t = a(G_pre(z, feedback_t)) itself. `latent` moves G's input instead of its output:
+z_t = z_(t-1) + Δz_t, with Δz_t predicted from the feedback and z_(t-1) (a learned latent DOT), and
+x_t = G(z_t) — every step a sample of G itself.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from falcli.config import FeedbackConfig
+from falcli.errors import FalError
 from falcli.nn.dims import resize_to
 from falcli.nn.spatial_transform import FeedbackModules
 
@@ -44,6 +47,10 @@ SIGNALS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+LATENT_REFUSED = ("feedback.output: latent moves the generator's latent code, and this task's generator reads a "
+                  "condition image instead; use residual or direct")
+
+
 @dataclass
 class Unrolled:
     samples: list[torch.Tensor]         # x_1 … x_T, each shaped like a real sample
@@ -56,18 +63,24 @@ def feedback_channels(cfg: FeedbackConfig, out_channels: int, cond_channels: int
 
 
 def make_feedback_modules(cfg: FeedbackConfig, stage_channels: dict[int, int], out_channels: int,
-                          cond_channels: int, dims: int, seed: int) -> FeedbackModules | None:
+                          cond_channels: int, dims: int, seed: int,
+                          latent_dim: int | None = None) -> FeedbackModules | None:
     """Encoder + ASTs for the chosen stages; None when feedback is off (steps: 1 builds the plain network).
+    With `feedback.output: latent`, encoder + a latent step instead of the ASTs: `latent_dim` is the size of
+    the generator's latent code (None: the generator reads a condition, and has no latent to move).
 
     The modules draw their initial weights from their own RNG stream, so the backbone and D get exactly the
     same initial weights whether feedback is on or off: plain and FAL runs start from the same networks.
     """
     if cfg.steps == 1:
         return None
+    if cfg.output == "latent" and latent_dim is None:
+        raise FalError(LATENT_REFUSED)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 7919)
         return FeedbackModules(stage_channels, feedback_channels(cfg, out_channels, cond_channels), dims,
-                               cfg.encoder_channels, cfg.hidden_channels, cfg.transform)
+                               cfg.encoder_channels, cfg.hidden_channels, cfg.transform,
+                               latent_dim if cfg.output == "latent" else None)
 
 
 def feedback_input(logits: torch.Tensor, previous: torch.Tensor, condition: torch.Tensor | None,
@@ -93,8 +106,8 @@ def unroll(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch
     so a training step costs T generator and T discriminator passes. `initial`, when given, stands in for
     step 1's output: `fal refine` starts the loop from a sample that already exists.
     """
-    next_sample = (_residual_steps(G, gen_input, cfg, initial) if cfg.output == "residual"
-                   else _direct_steps(G, gen_input, initial))
+    next_sample = {"residual": _residual_steps, "latent": _latent_steps}.get(cfg.output, _direct_steps)(
+        G, gen_input, cfg, initial)
     samples, logits = [], []
     feedback = None
     for t in range(steps):
@@ -115,7 +128,8 @@ def output_activation(G: nn.Module) -> str:
 StepFn = Callable[[int, "torch.Tensor | None"], torch.Tensor]  # (t, feedback for step t) -> x_t
 
 
-def _direct_steps(G: nn.Module, gen_input: torch.Tensor, initial: torch.Tensor | None) -> StepFn:
+def _direct_steps(G: nn.Module, gen_input: torch.Tensor, cfg: FeedbackConfig,
+                  initial: torch.Tensor | None) -> StepFn:
     """The paper's step: x_t = G(z, feedback_t) (x_1 = `initial` when given)."""
     def step(t: int, feedback: torch.Tensor | None) -> torch.Tensor:
         return initial if t == 0 and initial is not None else G(gen_input, feedback)
@@ -141,6 +155,24 @@ def _residual_steps(G: nn.Module, gen_input: torch.Tensor, cfg: FeedbackConfig,
         previous = state["pre"].detach() if cfg.detach_previous else state["pre"]
         state["pre"] = previous + (G(gen_input, feedback, pre_activation=True) - base)
         return activation(state["pre"])
+    return step
+
+
+def _latent_steps(G: nn.Module, gen_input: torch.Tensor, cfg: FeedbackConfig,
+                  initial: torch.Tensor | None) -> StepFn:
+    """`feedback.output: latent`: z_t = z_(t-1) + Δz(feedback_t, z_(t-1)), x_t = G(z_t) without feedback.
+
+    Two passes of G a step — one that moves the latent, one that draws it — both through G's forward, so a
+    DDP wrapper sees them. z_(t-1) is detached with `detach_previous`, as the residual output's u_(t-1) is.
+    """
+    state = {"z": gen_input}
+
+    def step(t: int, feedback: torch.Tensor | None) -> torch.Tensor:
+        if t == 0:
+            return initial if initial is not None else G(gen_input, None)
+        previous = state["z"].detach() if cfg.detach_previous else state["z"]
+        state["z"] = G(previous, feedback, move_latent=True)
+        return G(state["z"], None)
     return step
 
 

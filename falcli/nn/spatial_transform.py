@@ -55,21 +55,49 @@ class AdaptiveSpatialTransform(nn.Module):
         return base * (1 + self.gamma(hidden)) + self.beta(hidden)
 
 
+class LatentStep(nn.Module):
+    """`feedback.output: latent`: the encoded feedback, averaged over its locations, and the latent it came from
+    → a move Δz of the first `latent_dim` numbers of the latent (EqGAN-SA's heatmap code stays as drawn).
+
+    A learned one-pass version of latent DOT (Tanaka 2019): D's verdict moves G's input, not its output, so every
+    step stays on the generator's own map. The last layer starts at zero: each step starts as a copy of the
+    previous one, as the residual output does.
+    """
+
+    def __init__(self, feedback_channels: int, latent_dim: int, hidden: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(nn.Linear(feedback_channels + latent_dim, hidden), nn.LeakyReLU(0.2),
+                                 zero_module(nn.Linear(hidden, latent_dim)))
+
+    def forward(self, z: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+        pooled = encoded.flatten(2).mean(dim=2) if encoded.dim() > 2 else encoded  # (B, E)
+        free = z[:, :self.latent_dim]
+        move = self.net(torch.cat([pooled, free], dim=1))
+        return torch.cat([free + move, z[:, self.latent_dim:]], dim=1)
+
+
 class FeedbackModules(nn.Module):
-    """The feedback encoder plus one AST per chosen generator stage.
+    """The feedback encoder plus one AST per chosen generator stage — or, with `latent_dim`, plus a LatentStep
+    and no AST (`feedback.output: latent`).
 
     A generator calls `encode` once per step and `apply(stage, h, encoded)` after each of its stages;
-    stages without an AST pass through untouched.
+    stages without an AST pass through untouched. In latent mode it calls `move_latent(z, feedback)` instead.
     """
 
     def __init__(self, stage_channels: dict[int, int], in_channels: int, dims: int, encoder_channels: int,
-                 hidden_channels: int, transform: str):
+                 hidden_channels: int, transform: str, latent_dim: int | None = None):
         super().__init__()
         self.encoder = FeedbackEncoder(in_channels, encoder_channels, dims)
-        self.transforms = nn.ModuleDict({
+        self.latent = None if latent_dim is None else LatentStep(encoder_channels, latent_dim, hidden_channels)
+        self.transforms = nn.ModuleDict({} if self.latent is not None else {
             str(stage): AdaptiveSpatialTransform(channels, encoder_channels, dims, hidden_channels, transform)
             for stage, channels in stage_channels.items()
         })
+
+    def move_latent(self, z: torch.Tensor, feedback: torch.Tensor) -> torch.Tensor:
+        """z_t from z_(t-1) and the raw feedback on G(z_(t-1)) (latent mode only)."""
+        return self.latent(z, self.encoder(feedback))
 
     def encode(self, feedback: torch.Tensor) -> torch.Tensor:
         return self.encoder(feedback)

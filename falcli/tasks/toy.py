@@ -95,7 +95,9 @@ class PointGenerator(nn.Module):
         self.feedback = feedback
 
     def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None,
-                pre_activation: bool = False) -> torch.Tensor:
+                pre_activation: bool = False, move_latent: bool = False) -> torch.Tensor:
+        if move_latent:  # feedback.output: latent (falcli/core/feedback.py): this pass moves z, it draws nothing
+            return self.feedback.move_latent(z, feedback)
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback else None
         h = z
         for stage, layer in enumerate(self.hidden):
@@ -148,7 +150,8 @@ class ToyTask:
         placement = recipe.feedback.placement
         stages = range(recipe.model.depth) if placement is None else placement
         feedback = make_feedback_modules(recipe.feedback, {s: recipe.model.hidden for s in stages},
-                                         out_channels=2, cond_channels=0, dims=0, seed=recipe.seed)
+                                         out_channels=2, cond_channels=0, dims=0, seed=recipe.seed,
+                                         latent_dim=recipe.model.latent_dim)
         return PointGenerator(recipe.model, feedback), PointDiscriminator(recipe.model)
 
     def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:

@@ -54,9 +54,12 @@ class ImageGenerator(nn.Module):
         self.stage_channels = dict(enumerate(widths))
 
     def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None,
-                heatmaps: list[torch.Tensor] | None = None, pre_activation: bool = False) -> torch.Tensor:
+                heatmaps: list[torch.Tensor] | None = None, pre_activation: bool = False,
+                move_latent: bool = False) -> torch.Tensor:
         """z (B, Z) — under EqGAN-SA followed by a heatmap code —, feedback (B, F, S, S) or None → image
         (B, 3, S, S) in [-1, 1]. `heatmaps`: hand-drawn EqGAN-SA heatmaps that replace the code's."""
+        if move_latent:  # feedback.output: latent (falcli/core/feedback.py): this pass moves z, it draws nothing
+            return self.feedback.move_latent(z, feedback)
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback else None
         spatial = None
         if self.spatial is not None:
@@ -157,7 +160,8 @@ class ImageTask:
         # Feedback modules come last, from their own RNG stream: the backbone and D are the same with T = 1.
         placement = recipe.feedback.placement or default_placement(size)
         G.feedback = make_feedback_modules(recipe.feedback, {s: G.stage_channels[s] for s in placement},
-                                           out_channels=3, cond_channels=0, dims=2, seed=recipe.seed)
+                                           out_channels=3, cond_channels=0, dims=2, seed=recipe.seed,
+                                           latent_dim=recipe.model.latent_dim)
         # The methods' modules too, each from its own RNG stream (methods/eqgan_sa.py, methods/glead.py).
         if recipe.method.eqgan_sa:  # a SEL on the input of every convolution after the first (stage k+1, out)
             inputs = {k + 1: (channels, 4 * 2 ** k) for k, channels in G.stage_channels.items()}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from falcli.core.feedback import LATENT_REFUSED
 from falcli.errors import FalError
 from falcli.tasks.translation.source import SourceConfig, load_fields, source_meta, source_name
 
@@ -115,6 +116,8 @@ def validate(recipe) -> None:
     if patch_map_size(data.image_size, model.discriminator_layers) < 1:
         raise FalError(f"model.discriminator_layers ({model.discriminator_layers}) leaves D no patch map "
                        f"at data.image_size {data.image_size}; lower it")
+    if recipe.feedback.output == "latent" and recipe.feedback.steps > 1:
+        raise FalError(LATENT_REFUSED)
     placement = recipe.feedback.placement
     if placement is not None and any(not 1 <= k < model.depth for k in placement):
         raise FalError(f"feedback.placement: translation stages are 1..{model.depth - 1} (decoder features "

@@ -57,7 +57,9 @@ class VoxelGenerator(nn.Module):
     output_activation = "sigmoid"       # `pre_activation=True` returns the logits (residual feedback)
 
     def forward(self, z: torch.Tensor, feedback: torch.Tensor | None = None,
-                pre_activation: bool = False) -> torch.Tensor:
+                pre_activation: bool = False, move_latent: bool = False) -> torch.Tensor:
+        if move_latent:  # feedback.output: latent (falcli/core/feedback.py): this pass moves z, it draws nothing
+            return self.feedback.move_latent(z, feedback)
         encoded = self.feedback.encode(feedback) if feedback is not None and self.feedback is not None else None
         h = z.view(*z.shape, 1, 1, 1)
         for stage, block in enumerate(self.stages):

@@ -99,7 +99,8 @@ class VoxelTask:
         widths = generator_widths(recipe.model, resolution)
         stages = recipe.feedback.placement or default_placement(resolution)
         feedback = make_feedback_modules(recipe.feedback, {s: widths[s] for s in stages},
-                                         out_channels=1, cond_channels=0, dims=3, seed=recipe.seed)
+                                         out_channels=1, cond_channels=0, dims=3, seed=recipe.seed,
+                                         latent_dim=recipe.model.latent_dim)
         return VoxelGenerator(recipe.model, resolution, feedback), VoxelDiscriminator(recipe.model, resolution)
 
     def memory_probe(self, recipe) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
