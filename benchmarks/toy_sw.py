@@ -9,7 +9,8 @@ unrolls them; every step's sw_to_mixture and high-quality share go to runs/toy-s
 markdown table to stdout: mean ± std over seeds of both, next to the row's recall and coverage from its own
 evaluation (result.json, 2500 points: the k-NN metrics grow with the square of the points). `--dot NAME` adds a
 row NAME+dot: `fal refine --method dot-latent` (its defaults: 30 Adam steps, lr 0.01, K estimated) of the same
-latents — meant for a plain row, whose t = 1 it repeats. `--steps T` unrolls the feedback rows T steps instead of
+latents — meant for a plain row, whose t = 1 it repeats —, its recall and coverage from a second refine of 2500
+points scored by refine's own toy metrics (against the evaluation's real points, as result.json's rows are). `--steps T` unrolls the feedback rows T steps instead of
 the recipe's (more than trained is allowed, as for `fal evaluate --steps`); their sw.json is then sw-tT.json.
 """
 from __future__ import annotations
@@ -72,6 +73,16 @@ def dot_steps(run_dir: Path, count: int) -> list[dict[str, float]]:
         runners.task_metrics = task_metrics
 
 
+def dot_coverage(run_dir: Path, count: int = 2500) -> list[dict[str, float]]:
+    """Latent DOT's recall and coverage per step by `fal refine`'s own toy metrics: `count` fresh draws of seed
+    LATENT_SEED, scored against the evaluation's real points (the k-NN metrics of the other rows' result.json)."""
+    path = checkpoint.list_checkpoints(run_dir / "checkpoints")[-1]
+    with tempfile.TemporaryDirectory() as folder:
+        result = refine(RefineOptions(checkpoint=path, out=Path(folder) / "dot", method="dot-latent", count=count,
+                                      batch_size=count, seed=LATENT_SEED, device="cpu"), warn=lambda message: None)
+    return result["metrics"]
+
+
 def table_rows(label: str, per_seed: list[list[dict]], evaluated: list[list[dict]] | None) -> list[str]:
     lines = []
     for t in range(len(per_seed[0])):
@@ -89,6 +100,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--dot", nargs="*", default=[], metavar="NAME",
                         help="rows (plain ones) whose runs latent DOT also refines")
+    parser.add_argument("--coverage-samples", type=int, default=2500,
+                        help="points of DOT's recall and coverage [the evaluation's 2500]")
     parser.add_argument("--root", default="runs/toy-sweep")
     parser.add_argument("--steps", type=int, default=None, help="feedback steps to unroll [the recipe's]")
     args = parser.parse_args()
@@ -101,15 +114,17 @@ def main() -> None:
         if not seeds:
             sys.exit(f"{folder}: no seed folders (run benchmarks/toy_sweep.py {name} first)")
         rows = {name: [feedback_steps(run, args.samples, args.steps) for run in seeds]}
+        dot_evaluated = None
         if name in args.dot:
             rows[name + "+dot"] = [dot_steps(run, args.samples) for run in seeds]
+            dot_evaluated = [dot_coverage(run, args.coverage_samples) for run in seeds]
         result = {"samples": args.samples, "seeds": [int(p.name[4:]) for p in seeds], "rows": rows}
         (folder / ("sw.json" if args.steps is None else f"sw-t{args.steps}.json")).write_text(json.dumps(result,
                                                                                                     indent=1))
         own = folder / "result.json"
         evaluated = json.loads(own.read_text())["per_seed"] if own.exists() else None
         for label, per_seed in rows.items():
-            print("\n".join(table_rows(label, per_seed, evaluated if label == name else None)), flush=True)
+            print("\n".join(table_rows(label, per_seed, evaluated if label == name else dot_evaluated)), flush=True)
 
 
 if __name__ == "__main__":
