@@ -119,6 +119,8 @@ def main() -> None:
             rows[name + "+dot"] = [dot_steps(run, args.samples) for run in seeds]
             dot_evaluated = [dot_coverage(run, args.coverage_samples) for run in seeds]
         result = {"samples": args.samples, "seeds": [int(p.name[4:]) for p in seeds], "rows": rows}
+        if dot_evaluated is not None:  # DOT's own 2500-point evaluation per seed and step (recall, coverage, …)
+            result["dot_evaluated"] = dot_evaluated
         (folder / ("sw.json" if args.steps is None else f"sw-t{args.steps}.json")).write_text(json.dumps(result,
                                                                                                     indent=1))
         own = folder / "result.json"

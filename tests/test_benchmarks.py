@@ -257,6 +257,7 @@ def test_toy_sw_scores_every_step_and_dot_starts_from_the_rows_own_samples(tmp_p
     toy_sw.main()
     result = json.loads((row / "sw.json").read_text())
     plain, dot = result["rows"]["plain"], result["rows"]["plain+dot"]
+    assert len(result["dot_evaluated"]) == 2 and all("coverage" in step for step in result["dot_evaluated"][0])
     assert result["seeds"] == [0, 1] and len(plain) == 2 and len(plain[0]) == 1 and len(dot[0]) == 2
     for seed_plain, seed_dot in zip(plain, dot):
         assert seed_dot[0] == pytest.approx(seed_plain[0])
