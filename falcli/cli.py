@@ -277,8 +277,8 @@ def ablate(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder of the runs and the tables; finished "
                                              "runs there are reused [default: runs/ablation-<recipe name>]")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per config (recipe seed, +1, …); mean ± std")] = 3,
-    configs: Annotated[str | None, typer.Option(help="Comma-separated, of plain, plain_compute_matched (T× "
-                                                     "iterations), plain_dot (the plain run + latent DOT), fal, "
+    configs: Annotated[str | None, typer.Option(help="Comma-separated, of plain, plain_compute_matched (the "
+                                                     "iterations of FAL's training FLOPs), plain_dot (the plain run + latent DOT), fal, "
                                                      "eqgan_sa, glead, fal_eqgan_sa, fal_glead \\[default: plain, "
                                                      "plain_compute_matched, plain_dot, fal]")] = None,
     device: DeviceOpt = "auto",

@@ -33,8 +33,13 @@ def test_default_rows_are_fal_and_its_three_baselines(ablation):
     assert list(report["summary"]) == ["plain", "plain_compute_matched", "plain_dot", "fal"]
     steps = {config: row["steps"] for config, row in report["summary"].items()}
     assert steps == {"plain": 1, "plain_compute_matched": 1, "plain_dot": 2, "fal": 3}
-    matched = checkpoint.load(out / "plain_compute_matched-s1" / "checkpoints" / "iter-0000120.pt")["recipe"]
-    assert matched["train"]["iterations"] == 3 * 40 and matched["feedback"]["steps"] == 1 and matched["seed"] == 1
+    iterations = report["compute_matched"]["iterations"]
+    assert iterations == round(40 * report["compute_matched"]["ratio"]) and iterations > 40
+    matched = checkpoint.load(out / "plain_compute_matched-s1" / "checkpoints" /
+                              checkpoint.checkpoint_name(iterations))["recipe"]
+    assert matched["train"]["iterations"] == iterations and matched["feedback"]["steps"] == 1
+    assert matched["seed"] == 1
+    assert f"the compute-matched plain GAN: {iterations}," in (out / "ablation.md").read_text()
     dot = json.loads((out / "plain_dot-s0" / "refine.json").read_text())
     assert dot["method"] == "dot-latent" and dot["count"] == report["num_samples"] == 300
     assert Path(dot["checkpoint"]) == (out / "plain-s0" / "checkpoints" / "iter-0000040.pt").resolve()

@@ -9,7 +9,9 @@ from falcli.tasks import TASKS
 
 
 def networks(toy_recipe, *overrides):
-    recipe = toy_recipe(*overrides)
+    """The toy with the paper's direct output, whose feedback enters G through the ASTs (the toy recipe's latent
+    step has its own tests: tests/test_feedback_latent.py)."""
+    recipe = toy_recipe("feedback.output=direct", *overrides)
     G, D = TASKS["toy"].make_networks(recipe)
     return recipe, G, D
 

@@ -135,3 +135,27 @@ def test_images_and_voxels_train_with_latent_output(tmp_path, recipe_file, overr
     G = checkpoint.load(checkpoint.list_checkpoints(run_dir / "checkpoints")[-1])["G"]
     assert any(key.startswith("feedback.latent.") for key in G)
     assert not any(key.startswith("feedback.transforms.") for key in G)
+
+
+def test_sampled_latents_draw_the_written_step_so_dot_continues_it(toy_recipe, tmp_path):
+    """fal sample --steps 3 keeps z_3, whose G pass is the written sample: latent DOT then starts from that
+    sample exactly and is not warned that it moves the latent of G's first pass."""
+    import json
+
+    import numpy as np
+
+    from falcli.commands import train
+    from falcli.commands.refine import RefineOptions, refine
+    from falcli.commands.sample import SampleOptions, open_checkpoint, sample
+
+    run_dir = train.run(toy_recipe("feedback.output=latent"), train.RunOptions(out=tmp_path / "run", device="cpu"))
+    path = sorted((run_dir / "checkpoints").glob("iter-*.pt"))[-1]
+    sample(SampleOptions(path, tmp_path / "s", count=16, steps=3, seed=0))
+    assert json.loads((tmp_path / "s" / "fal-samples.json").read_text())["latents_step"] == 3
+    _, G, _, _ = open_checkpoint(path, torch.device("cpu"))
+    z3 = torch.from_numpy(np.load(tmp_path / "s" / "latents.npy"))
+    with torch.no_grad():
+        torch.testing.assert_close(G(z3, None), torch.from_numpy(np.load(tmp_path / "s" / "points.npy")))
+    warned: list[str] = []
+    refine(RefineOptions(path, tmp_path / "s", tmp_path / "r", method="dot-latent", steps=2), warn=warned.append)
+    assert not any("feedback loop" in line for line in warned), warned

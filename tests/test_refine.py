@@ -33,6 +33,9 @@ CPU = torch.device("cpu")
 TINY = {
     "toy": ("toy", ["model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512",
                     "train.batch_size=64", "train.iterations=12", "train.ema_decay=0.9"]),
+    "toy_residual": ("toy", ["model.hidden=32", "model.latent_dim=4", "model.depth=2", "data.points=512",
+                             "train.batch_size=64", "train.iterations=12", "train.ema_decay=0.9",
+                             "feedback.output=residual"]),
     "eqgan_sa": ("shapes", ["method.eqgan_sa=true", "data.image_size=32", "data.shapes_train=16",
                             "data.shapes_val=12", "model.latent_dim=8", "model.g_channels=4", "model.d_channels=4",
                             "feedback.encoder_channels=4", "feedback.hidden_channels=4", "train.batch_size=2",
@@ -76,8 +79,9 @@ def tiles_width(grid: np.ndarray) -> int:
 
 
 def unroll_in_batches(task: str, path: Path, z_or_inputs: torch.Tensor, steps: int, batch_size: int,
-                      initial: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """The reference: the checkpoint's loop from latents (or translation inputs), batch by batch as fal does."""
+                      initial: torch.Tensor | None = None, with_latents: bool = False):
+    """The reference: the checkpoint's loop from latents (or translation inputs), batch by batch as fal does;
+    with_latents: also each step's latent (output latent), as (samples, latents)."""
     recipe, G, D, _ = open_checkpoint(path, CPU)
     t = TASKS[task]
     outs = []
@@ -88,25 +92,39 @@ def unroll_in_batches(task: str, path: Path, z_or_inputs: torch.Tensor, steps: i
             batch = Batch(real=gen_input, gen_input=gen_input, condition=condition)
             first = initial[s:s + batch_size] if initial is not None else None
             outs.append(unroll(G, D, gen_input, condition, steps, recipe.feedback,
-                               partial(t.discriminator_input, batch=batch), initial=first).samples)
-    return [torch.cat([o[k] for o in outs]) for k in range(steps)]
+                               partial(t.discriminator_input, batch=batch), initial=first))
+    samples = [torch.cat([o.samples[k] for o in outs]) for k in range(steps)]
+    if not with_latents:
+        return samples
+    if outs[0].latents is None:  # every step reads the input latent
+        return samples, [z_or_inputs] * steps
+    return samples, [torch.cat([o.latents[k] for o in outs]) for k in range(steps)]
 
 
 # --- continuing fal's own samples ---
 
-def test_toy_refine_continues_the_unrolled_loop_bit_exactly(ckpt, tmp_path):
-    path = ckpt("toy")
+@pytest.mark.parametrize("output", ["residual", "latent"])
+def test_toy_refine_continues_the_unrolled_loop_bit_exactly(ckpt, tmp_path, output):
+    """With output latent every step moves the latent: fal sample keeps the written step's, and refine continues
+    from it (and writes the latents it moved to); otherwise every step reads G's input latent."""
+    path = ckpt("toy") if output == "latent" else ckpt("toy_residual")
     sample(SampleOptions(path, tmp_path / "s", count=40, steps=2, seed=3))
     result = refine(RefineOptions(path, tmp_path / "s", tmp_path / "r", steps=3), warn=lambda m: None)
-    z = torch.from_numpy(np.load(tmp_path / "s" / "latents.npy"))
-    reference = unroll_in_batches("toy", path, z, 4, batch_size=16)  # x_1 … x_4 from the same latents
+    recipe = open_checkpoint(path, CPU)[0]
+    assert recipe.feedback.output == output
+    z = latents_for(recipe, 40, 3)
+    reference, latents = unroll_in_batches("toy", path, z, 4, batch_size=16, with_latents=True)  # x_1 … x_4
     written = np.load(tmp_path / "s" / "points.npy")
     assert np.array_equal(written, reference[1].numpy())        # fal sample wrote x_2
+    kept = latents[1] if output == "latent" else z              # … and the latent its next pass reads
+    assert np.array_equal(np.load(tmp_path / "s" / "latents.npy"), kept.numpy())
     for t in (1, 2, 3):                                           # refine step t = x_{t+1}
         assert np.array_equal(np.load(tmp_path / "r" / f"step-{t}" / "points.npy"), reference[t].numpy())
     assert (tmp_path / "r" / "scatter.png").is_file()
     assert result["source"] == "fal samples" and result["inversion"] is None
-    assert np.array_equal(np.load(tmp_path / "r" / "latents.npy"), z.numpy())
+    assert np.array_equal(np.load(tmp_path / "r" / "latents.npy"), kept.numpy())
+    if output == "latent":
+        assert np.array_equal(np.load(tmp_path / "r" / "latents-final.npy"), latents[3].numpy())
 
 
 def test_image_refine_writes_every_step_heatmaps_grid_and_finite_scores(ckpt, tmp_path):

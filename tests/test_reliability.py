@@ -389,7 +389,7 @@ def test_the_dry_run_prints_the_estimate_or_why_it_was_skipped(tmp_path: Path) -
     from falcli.cli import app
 
     shown = CliRunner().invoke(app, ["train", "toy", "--dry-run", "--device", "cpu"])  # toy's sections need torch
-    assert shown.exit_code == 0 and "memory estimate (cpu): 0.13 M parameters" in shown.stdout, shown.output
+    assert shown.exit_code == 0 and "memory estimate (cpu): 0.07 M parameters" in shown.stdout, shown.output
     # a default-sized recipe of a torch-free task: the dry run stays torch-free and says when it is checked
     light = CliRunner().invoke(app, ["train", "shapes", "--dry-run", "--device", "cpu"])
     assert light.exit_code == 0, light.output

@@ -1,6 +1,6 @@
-"""`fal ablate`: FAL against its baselines — the plain GAN at the same iterations, the plain GAN given T× the
-iterations (compute-matched), and the plain GAN refined at test time by D alone (latent DOT) — and, by name, FAL's
-successors EqGAN-SA, GLeaD and FAL + each; trained from one recipe with one budget over several seeds, each scored
+"""`fal ablate`: FAL against its baselines — the plain GAN at the same iterations, the plain GAN given the FAL
+model's training FLOPs (compute-matched: k× the iterations, k counted by flops.py), and the plain GAN refined at
+test time by D alone (latent DOT) — and, by name, FAL's successors EqGAN-SA, GLeaD and FAL + each; trained from one recipe with one budget over several seeds, each scored
 by the task's own per-step metrics (quality next to coverage), and written as `ablation.md` and `ablation.json`.
 
 Every (config, seed) trains into `<out>/<config>-s<seed>/`, an ordinary run folder; `plain_dot` trains nothing:
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from falcli import methods
-from falcli.commands import train
+from falcli.commands import flops, train
 from falcli.commands.refine import RefineOptions, refine
-from falcli.config import Recipe, recipe_to_dict
+from falcli.config import Recipe, TrainConfig, recipe_to_dict
 from falcli.core import checkpoint
 from falcli.core.runtime import pick_device
 from falcli.errors import FalError
@@ -43,14 +43,14 @@ class Config:
     feedback: bool = False              # FAL's T steps (the recipe's feedback.steps), else 1
     eqgan_sa: bool = False
     glead: bool = False
-    compute_matched: bool = False       # T× the iterations: a T-step FAL iteration runs G and D T times each
+    compute_matched: bool = False       # the iterations that cost what the FAL model's do (compute_ratio)
     dot: bool = False                   # no run of its own: the plain run refined with D alone (latent DOT)
 
 
 # The order is the table's.
 CONFIGS: dict[str, Config] = {
     "plain": Config("plain GAN"),
-    "plain_compute_matched": Config("plain GAN, T× iterations", compute_matched=True),
+    "plain_compute_matched": Config("plain GAN, compute-matched", compute_matched=True),
     "plain_dot": Config("plain GAN + DOT", dot=True),
     "fal": Config("FAL", feedback=True),
     "eqgan_sa": Config("EqGAN-SA", eqgan_sa=True),
@@ -111,13 +111,7 @@ def variant(recipe: Recipe, config: str) -> Recipe:
                        f"{feedback.steps}); it is the T of the FAL configs, while plain ones use 1")
     train = recipe.train
     if chosen.compute_matched:
-        # A T-step FAL iteration runs G and D T times each: the plain GAN gets T times the iterations (the toy's
-        # counted FLOPs say 3.4× for T = 3, docs/toy.md), with the decay and the intervals stretched alike.
-        k = feedback.steps
-        train = dataclasses.replace(
-            train, iterations=train.iterations * k, log_every=train.log_every * k,
-            checkpoint_every=train.checkpoint_every * k, sample_every=train.sample_every * k,
-            lr_decay_start=None if train.lr_decay_start is None else train.lr_decay_start * k)
+        train = stretched(train, compute_ratio(recipe))
     if not chosen.feedback:
         feedback = dataclasses.replace(feedback, steps=1, test_steps=None, step_weights=None)
     method = dataclasses.replace(recipe.method, eqgan_sa=chosen.eqgan_sa, glead=chosen.glead)
@@ -125,6 +119,33 @@ def variant(recipe: Recipe, config: str) -> Recipe:
     TASKS[made.task].validate(made)  # e.g. D's map must be small enough for the method
     methods.check(TASKS[made.task], made)
     return made
+
+
+def compute_ratio(recipe: Recipe) -> float:
+    """The FAL model's training FLOPs per iteration over the plain GAN's (falcli/commands/flops.py), counted once
+    per recipe (the seeds share it); T where the counter cannot follow the step (each FAL iteration runs G and D
+    T times)."""
+    key = json.dumps(recipe_to_dict(dataclasses.replace(recipe, seed=0)), sort_keys=True, default=str)
+    if key not in _RATIOS:
+        plain = dataclasses.replace(recipe, feedback=dataclasses.replace(recipe.feedback, steps=1, test_steps=None,
+                                                                         step_weights=None))
+        fal, base = flops.iteration_flops(recipe), flops.iteration_flops(plain)
+        _RATIOS[key] = fal / base if fal and base else float(recipe.feedback.steps)
+    return _RATIOS[key]
+
+
+_RATIOS: dict[str, float] = {}
+
+
+def stretched(train: TrainConfig, k: float) -> TrainConfig:
+    """`train` with k× the iterations, the decay start and the log, checkpoint and sample intervals stretched alike
+    (rounded; checkpoints stay on a log line)."""
+    log_every = max(1, round(train.log_every * k))
+    return dataclasses.replace(
+        train, iterations=max(1, round(train.iterations * k)), log_every=log_every,
+        checkpoint_every=log_every * max(1, round(train.checkpoint_every * k / log_every)),
+        sample_every=round(train.sample_every * k),
+        lr_decay_start=None if train.lr_decay_start is None else round(train.lr_decay_start * k))
 
 
 def quick_recipe(recipe: Recipe) -> Recipe:
@@ -351,6 +372,14 @@ DESCRIBED = {"fid_judge": "FID in the shapes judge's feature space", "fid_incept
              "fcn/class_iou": "FCN class IoU", "labels/class_iou": "label class IoU", "l1": "L1 to the target"}
 
 
+def _matched_note(report: dict) -> str:
+    matched = report.get("compute_matched")
+    if not matched:
+        return ""
+    return (f"the compute-matched plain GAN: {matched['iterations']}, {matched['ratio']:.2f}× that — the FAL "
+            f"model's training FLOPs per iteration over the plain GAN's, R1 left out; ")
+
+
 def markdown(report: dict) -> str:
     metric, summary, keys = report["metric"], report["summary"], report.get("keys", [])
     what = DESCRIBED.get(metric, metric)
@@ -359,8 +388,8 @@ def markdown(report: dict) -> str:
     lines = [f"# Ablation: {report['recipe']}", "",
              f"{what} ({better} is better), mean ± std over {len(seeds)} seed{'s' * (len(seeds) > 1)} "
              f"({', '.join(map(str, seeds))}); {report['num_samples']} samples of G_ema per step against the "
-             f"task's references; {report['iterations']} iterations per run (the compute-matched plain GAN: T× "
-             f"that; plain + DOT: the plain run, t=2 after DOT). Command:", "",
+             f"task's references; {report['iterations']} iterations per run ({_matched_note(report)}plain + "
+             f"DOT: the plain run, t=2 after DOT). Command:", "",
              f"    {report['command']}", "",
              f"| config | T | {metric} t=1 | {metric} t=T | {metric} per step t = 1 … T | train time per run |",
              "|---|---|---|---|---|---|"]
@@ -440,6 +469,10 @@ def run(recipe: Recipe, out: Path, seeds: int = 3, configs: list[str] | None = N
               "seeds": sorted({item.seed for item in planned}), "iterations": recipe.train.iterations,
               "num_samples": recipe.evaluate.num_samples, "summary": summarise(results, metric, keys),
               "runs": results}
+    matched = [item for item in planned if CONFIGS[item.config].compute_matched]
+    if matched:
+        report["compute_matched"] = {"iterations": matched[0].recipe.train.iterations,
+                                     "ratio": compute_ratio(recipe)}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "ablation.json", json.dumps(report, indent=2) + "\n")
     write_atomic(out / "ablation.md", markdown(report))

@@ -1,7 +1,8 @@
 """`fal sample`: draw samples from a checkpoint and write them as ordinary files plus what continues them.
 
 Unconditional tasks draw latents from `--seed` (all at once, so they do not depend on the batch size) and keep
-them in latents.npy; translation translates the first `--count` validation inputs and keeps those in inputs/.
+them in latents.npy (under `feedback.output: latent`, whose steps move the latent, the latents of the written
+step); translation translates the first `--count` validation inputs and keeps those in inputs/.
 `fal refine` reads such a folder and feeds back from the written samples (falcli/commands/refine.py).
 """
 from __future__ import annotations
@@ -144,6 +145,8 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
             out = unroll(G, D, batch.gen_input, batch.condition, steps, recipe.feedback,
                          partial(task.discriminator_input, batch=batch))
             final = out.samples[-1]
+            if out.latents is not None:  # output latent: keep the latent that drew the written step
+                latents[rows] = out.latents[-1].cpu()
             if isinstance(files, PointFiles) or in_one_array:
                 kept.append(final.cpu())
             else:
@@ -163,6 +166,9 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
                     "iteration": payload.get("iteration"), "steps": steps, "count": count,
                     "seed": None if conditional else options.seed, "batch_size": options.batch_size,
                     "latents": None if conditional else LATENTS, "inputs": INPUTS if conditional else None,
+                    # the step whose pass the latents draw: G's first (every step reads z), or the written one
+                    # under `feedback.output: latent`, whose steps move it — what refine continues from
+                    "latents_step": steps if recipe.feedback.output == "latent" and steps > 1 else 1,
                     "voxels": VOXELS if in_one_array else None, "items": names}
         write_manifest(tmp, manifest)
     return manifest

@@ -55,6 +55,7 @@ LATENT_REFUSED = ("feedback.output: latent moves the generator's latent code, an
 class Unrolled:
     samples: list[torch.Tensor]         # x_1 … x_T, each shaped like a real sample
     logits: list[torch.Tensor]          # D's map of each sample, (B, 1, *S_D); one per step
+    latents: list[torch.Tensor] | None = None  # `output: latent`: z_1 … z_T, the latent that drew each step
 
 
 def feedback_channels(cfg: FeedbackConfig, out_channels: int, cond_channels: int) -> int:
@@ -106,8 +107,11 @@ def unroll(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch
     so a training step costs T generator and T discriminator passes. `initial`, when given, stands in for
     step 1's output: `fal refine` starts the loop from a sample that already exists.
     """
-    next_sample = {"residual": _residual_steps, "latent": _latent_steps}.get(cfg.output, _direct_steps)(
-        G, gen_input, cfg, initial)
+    latents = [] if cfg.output == "latent" else None
+    if latents is not None:
+        next_sample = _latent_steps(G, gen_input, cfg, initial, latents)
+    else:
+        next_sample = (_residual_steps if cfg.output == "residual" else _direct_steps)(G, gen_input, cfg, initial)
     samples, logits = [], []
     feedback = None
     for t in range(steps):
@@ -117,7 +121,7 @@ def unroll(G: nn.Module, D: nn.Module, gen_input: torch.Tensor, condition: torch
         logits.append(score)
         if t + 1 < steps:
             feedback = feedback_input(score, sample, condition, cfg)
-    return Unrolled(samples, logits)
+    return Unrolled(samples, logits, latents)
 
 
 def output_activation(G: nn.Module) -> str:
@@ -158,21 +162,21 @@ def _residual_steps(G: nn.Module, gen_input: torch.Tensor, cfg: FeedbackConfig,
     return step
 
 
-def _latent_steps(G: nn.Module, gen_input: torch.Tensor, cfg: FeedbackConfig,
-                  initial: torch.Tensor | None) -> StepFn:
-    """`feedback.output: latent`: z_t = z_(t-1) + Δz(feedback_t, z_(t-1)), x_t = G(z_t) without feedback.
+def _latent_steps(G: nn.Module, gen_input: torch.Tensor, cfg: FeedbackConfig, initial: torch.Tensor | None,
+                  latents: list[torch.Tensor]) -> StepFn:
+    """`feedback.output: latent`: z_t = z_(t-1) + Δz(feedback_t, z_(t-1)), x_t = G(z_t) without feedback; each
+    z_t is appended to `latents` (z_1 = gen_input, also when `initial` stands in for G(z_1)).
 
     Two passes of G a step — one that moves the latent, one that draws it — both through G's forward, so a
     DDP wrapper sees them. z_(t-1) is detached with `detach_previous`, as the residual output's u_(t-1) is.
     """
-    state = {"z": gen_input}
-
     def step(t: int, feedback: torch.Tensor | None) -> torch.Tensor:
         if t == 0:
+            latents.append(gen_input)
             return initial if initial is not None else G(gen_input, None)
-        previous = state["z"].detach() if cfg.detach_previous else state["z"]
-        state["z"] = G(previous, feedback, move_latent=True)
-        return G(state["z"], None)
+        previous = latents[-1].detach() if cfg.detach_previous else latents[-1]
+        latents.append(G(previous, feedback, move_latent=True))
+        return G(latents[-1], None)
     return step
 
 

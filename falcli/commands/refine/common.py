@@ -14,7 +14,7 @@ from falcli.core.files import Files
 
 GRID_ROWS = 8                           # samples shown in the grid picture
 TILE = 64                               # voxel renders and their heat maps in the grid, pixels
-FINAL_LATENTS = "latents-final.npy"     # dot-latent: the latents it moved to
+FINAL_LATENTS = "latents-final.npy"     # dot-latent, and FAL's loop with output latent: the latents moved to
 INVERT_LR = 0.05                        # Adam step size on z during inversion
 INVERT_STREAM = 1_000_003               # inversion starts from latents of seed + this: a stream apart from
 #                                         `fal sample --seed`, so inverting fal's own samples never starts at z
@@ -60,6 +60,7 @@ class Source:
     batch_size: int = BATCH_SIZE
     kind: str = "files"
     looped_steps: int | None = None                 # `fal sample --steps T`: the samples are step T of the loop
+    latents_step: int = 1                           # … and `latents` drew step latents_step (T with output latent)
     path: Path | None = None                        # the folder read (None: fresh draws)
 
 

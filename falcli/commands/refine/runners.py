@@ -36,7 +36,7 @@ def refine_source(options: RefineOptions, chosen: refinement.Method, steps: int,
     if chosen.iterative and iterations < steps - 1:
         raise FalError(f"--steps {steps} records {steps - 1} points after the start, but {chosen.name} runs only "
                        f"{iterations} iterations; lower --steps or raise --iterations")
-    if chosen.space == "latent" and source.looped_steps and source.looped_steps > 1:
+    if chosen.space == "latent" and source.looped_steps and source.looped_steps > source.latents_step:
         warn(f"these samples are step {source.looped_steps} of the feedback loop; {chosen.name} moves the latent "
              f"of G's first pass, so its later steps are G(z), not a continuation of the sample")
 
@@ -68,6 +68,8 @@ def refine_source(options: RefineOptions, chosen: refinement.Method, steps: int,
             with torch.no_grad():
                 out = unroll(G, D, gen_input, condition, steps, recipe.feedback,
                              partial(task.discriminator_input, batch=batch), initial=x)
+            if out.latents is not None:  # output latent: the loop moved the latent too
+                final_latents.append(out.latents[-1].cpu())
         elif chosen.space == "latent":
             trace = refinement.dot_latent(G, score_map, z, iterations, lr, k, steps, free=recipe.model.latent_dim)
             with torch.no_grad():  # step 1 is the sample itself, as for FAL

@@ -68,6 +68,7 @@ def plan(options: RefineOptions, recipe, warn: WarnFn, chosen: refinement.Method
     source.path = path
     if manifest is not None:
         source.looped_steps = manifest.get("steps")
+        source.latents_step = manifest.get("latents_step") or 1  # folders from before the key: step 1's
     if options.batch_size is not None:
         source.batch_size = options.batch_size
     return source
