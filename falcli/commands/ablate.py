@@ -1,7 +1,8 @@
 """`fal ablate`: FAL against its baselines — the plain GAN at the same iterations, the plain GAN given the FAL
 model's training FLOPs (compute-matched: k× the iterations, k counted by flops.py), and the plain GAN refined at
-test time by D alone (latent DOT) — and, by name, FAL's successors EqGAN-SA, GLeaD and FAL + each; trained from one recipe with one budget over several seeds, each scored
-by the task's own per-step metrics (quality next to coverage), and written as `ablation.md` and `ablation.json`.
+test time by D alone (latent DOT) — and, by name, FAL's successors EqGAN-SA, GLeaD and FAL + each; trained from
+one recipe with one budget over several seeds, each scored by the task's own per-step metrics (quality next to
+coverage), and written as `ablation.md` and `ablation.json`.
 
 Every (config, seed) trains into `<out>/<config>-s<seed>/`, an ordinary run folder; `plain_dot` trains nothing:
 `<out>/plain_dot-s<seed>/` is `fal refine --method dot-latent` (translation: dot-sample) of that seed's plain run.
