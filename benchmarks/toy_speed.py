@@ -16,17 +16,15 @@ Then the parts of `fal toy` outside training: evaluation of every step (2500 sam
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from falcli.commands import train  # noqa: E402
+from falcli.commands import flops, train  # noqa: E402
 from falcli.commands.toy_experiment import variants  # noqa: E402
 from falcli.resolve import load_recipe  # noqa: E402
 from falcli.tasks import TASKS  # noqa: E402
@@ -51,11 +49,8 @@ def cpu_ms(fn, repeats: int) -> float:
 
 
 def flops_per_step(recipe) -> float:
-    no_r1 = dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, r1_weight=0.0))
-    step, batch, *_ = step_of(no_r1)
-    with FlopCounterMode(display=False) as counter:
-        step(batch, 1)
-    return counter.get_total_flops() / 1e9
+    """GFLOP of one training iteration at the recipe's batch size (R1 left out: falcli/commands/flops.py)."""
+    return flops.iteration_flops(recipe, recipe.train.batch_size) / 1e9
 
 
 def matmul_gflops(batch: int, hidden: int, repeats: int = 2000) -> float:

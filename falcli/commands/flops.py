@@ -18,22 +18,22 @@ from falcli.tasks import TASKS
 COUNTED_BATCH = 2                       # FLOPs grow with the batch alike for both models: the ratio needs no more
 
 
-def iteration_flops(recipe: Recipe) -> float | None:
+def iteration_flops(recipe: Recipe, batch_size: int = COUNTED_BATCH) -> float | None:
     """FLOPs of one training iteration (G step and D step) on the CPU, with the recipe's seed, networks and a batch
-    of COUNTED_BATCH from its training data; None where the counter cannot follow the step.
+    of `batch_size` from its training data; None where the counter cannot follow the step.
 
     R1 is left out: the counter cannot follow its double backward, and it costs the plain and the FAL model the
     same, so a ratio without it gives the plain GAN at least the FAL model's compute. The caller's RNG state is
     kept: planning an ablation draws no random number of the runs it plans.
     """
     counted = dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, r1_weight=0.0),
-                                  train=dataclasses.replace(recipe.train, batch_size=COUNTED_BATCH))
+                                  train=dataclasses.replace(recipe.train, batch_size=batch_size))
     task, device = TASKS[counted.task], torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
         G, D = train.build_networks(task, counted, device)
         opt_G, opt_D = train.make_optimizers(G, D, counted.train, device, counted.feedback.lr)
         step = train.TrainStep(task, counted, G, D, G, D, opt_G, opt_D, False, device)
-        raw = next(batch_stream(task.make_dataset(counted, "train"), COUNTED_BATCH, counted.seed))
+        raw = next(batch_stream(task.make_dataset(counted, "train"), batch_size, counted.seed))
         batch = task.make_batch(raw, counted, training=True)
         try:
             with FlopCounterMode(display=False) as counter:
