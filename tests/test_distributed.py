@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from falcli.core import checkpoint
@@ -53,12 +54,14 @@ def assert_close(a: dict, b: dict) -> None:
             assert torch.allclose(tensor, b[net][name], atol=1e-5), f"{net}.{name}"
 
 
-def test_two_processes_match_one_and_resume_in_one(tmp_path):
-    fal_train(tmp_path / "one", 1, "train.iterations=12")
-    fal_train(tmp_path / "two", 2, "train.iterations=6")
+# The toy's two corrective outputs: two passes of G through DDP per later step (latent), or one with the ASTs.
+@pytest.mark.parametrize("output", ["latent", "residual"])
+def test_two_processes_match_one_and_resume_in_one(tmp_path, output):
+    fal_train(tmp_path / "one", 1, "train.iterations=12", f"feedback.output={output}")
+    fal_train(tmp_path / "two", 2, "train.iterations=6", f"feedback.output={output}")
     assert_close(weights(tmp_path / "one", 6), weights(tmp_path / "two", 6))
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # only the main process writes
 
-    fal_train(tmp_path / "two", 1, "train.iterations=12", resume=True)  # …resumed by one process
+    fal_train(tmp_path / "two", 1, "train.iterations=12", f"feedback.output={output}", resume=True)  # in one
     assert_close(weights(tmp_path / "one", 12), weights(tmp_path / "two", 12))
