@@ -128,10 +128,12 @@ def compute_ratio(recipe: Recipe) -> float:
     T times)."""
     key = json.dumps(recipe_to_dict(dataclasses.replace(recipe, seed=0)), sort_keys=True, default=str)
     if key not in _RATIOS:
-        plain = dataclasses.replace(recipe, feedback=dataclasses.replace(recipe.feedback, steps=1, test_steps=None,
-                                                                         step_weights=None))
-        fal, base = flops.iteration_flops(recipe), flops.iteration_flops(plain)
-        _RATIOS[key] = fal / base if fal and base else float(recipe.feedback.steps)
+        # The `fal` row against its plain GAN: both without EqGAN-SA and GLeaD, as those two configs train.
+        fal = dataclasses.replace(recipe, method=dataclasses.replace(recipe.method, eqgan_sa=False, glead=False))
+        plain = dataclasses.replace(fal, feedback=dataclasses.replace(fal.feedback, steps=1, test_steps=None,
+                                                                      step_weights=None))
+        fal_flops, plain_flops = flops.iteration_flops(fal), flops.iteration_flops(plain)
+        _RATIOS[key] = fal_flops / plain_flops if fal_flops and plain_flops else float(recipe.feedback.steps)
     return _RATIOS[key]
 
 
