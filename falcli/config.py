@@ -28,6 +28,12 @@ MAX_INT = 2**63 - 1
 MAX_MODEL_INT = 2**16
 
 
+# `feedback.output: latent` on a generator without a latent code: refused by the task's recipe check (torch-free,
+# before anything is written) and, for any task, when the feedback modules are built (falcli/core/feedback.py).
+LATENT_REFUSED = ("feedback.output: latent moves the generator's latent code, and this task's generator reads a "
+                  "condition image instead; use residual or direct")
+
+
 @dataclass(frozen=True)
 class FeedbackConfig:
     """The FAL loop (methods.md §0). Every unknown of the paper is an option; steps: 1 is the plain GAN."""

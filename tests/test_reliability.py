@@ -814,3 +814,11 @@ def test_random_bytes_after_a_log_are_reported_not_a_traceback(world) -> None:
     result = CliRunner().invoke(app, ["report", str(copy)])
     assert result.exit_code == 0, result.output
     assert "unreadable line" in (copy / "report.html").read_text()
+
+
+def test_the_recipe_sections_load_without_torch() -> None:
+    """tasks/sections.py (every task's data/model sections and cross-section checks, what `--dry-run` resolves)
+    imports no network code: a check that borrowed a constant from a torch module once pulled torch in."""
+    code = "import sys, falcli.tasks.sections, falcli.config; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stdout + result.stderr

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from falcli.config import FeedbackConfig
+from falcli.config import LATENT_REFUSED, FeedbackConfig
 from falcli.errors import FalError
 from falcli.nn.dims import resize_to
 from falcli.nn.spatial_transform import FeedbackModules
@@ -45,10 +45,6 @@ SIGNALS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "error": lambda logits: 1 - torch.sigmoid(logits),  # high where D believes the sample is fake
 }
-
-
-LATENT_REFUSED = ("feedback.output: latent moves the generator's latent code, and this task's generator reads a "
-                  "condition image instead; use residual or direct")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from falcli.core.feedback import LATENT_REFUSED
+from falcli.config import LATENT_REFUSED
 from falcli.errors import FalError
 from falcli.tasks.translation.source import SourceConfig, load_fields, source_meta, source_name
 
