@@ -122,6 +122,7 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
         raise FalError(f"--voxels npy is for voxel checkpoints; {options.checkpoint} is of task {recipe.task!r}")
 
     count, latents, dataset = options.count, None, None
+    latents_step = 1  # the step whose pass the kept latents draw: G's first, as every step reads z …
     if conditional:
         dataset = task.make_dataset(recipe, "val")  # translation samples are of the validation inputs
         available = len(dataset)
@@ -145,8 +146,8 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
             out = unroll(G, D, batch.gen_input, batch.condition, steps, recipe.feedback,
                          partial(task.discriminator_input, batch=batch))
             final = out.samples[-1]
-            if out.latents is not None:  # output latent: keep the latent that drew the written step
-                latents[rows] = out.latents[-1].cpu()
+            if out.latents is not None:  # … unless the steps move it (output latent): keep the written step's
+                latents[rows], latents_step = out.latents[-1].cpu(), len(out.latents)
             if isinstance(files, PointFiles) or in_one_array:
                 kept.append(final.cpu())
             else:
@@ -166,9 +167,7 @@ def sample(options: SampleOptions, on_progress: ProgressFn | None = None, warn: 
                     "iteration": payload.get("iteration"), "steps": steps, "count": count,
                     "seed": None if conditional else options.seed, "batch_size": options.batch_size,
                     "latents": None if conditional else LATENTS, "inputs": INPUTS if conditional else None,
-                    # the step whose pass the latents draw: G's first (every step reads z), or the written one
-                    # under `feedback.output: latent`, whose steps move it — what refine continues from
-                    "latents_step": steps if recipe.feedback.output == "latent" and steps > 1 else 1,
+                    "latents_step": latents_step,  # what `fal refine` continues from
                     "voxels": VOXELS if in_one_array else None, "items": names}
         write_manifest(tmp, manifest)
     return manifest
