@@ -10,8 +10,9 @@ markdown table to stdout: mean ± std over seeds of both, next to the row's reca
 evaluation (result.json, 2500 points: the k-NN metrics grow with the square of the points). `--dot NAME` adds a
 row NAME+dot: `fal refine --method dot-latent` (its defaults: 30 Adam steps, lr 0.01, K estimated) of the same
 latents — meant for a plain row, whose t = 1 it repeats —, its recall and coverage from a second refine of 2500
-points scored by refine's own toy metrics (against the evaluation's real points, as result.json's rows are). `--steps T` unrolls the feedback rows T steps instead of
-the recipe's (more than trained is allowed, as for `fal evaluate --steps`); their sw.json is then sw-tT.json.
+points scored by refine's own toy metrics (against the evaluation's real points, as result.json's rows are).
+`--steps T` unrolls the feedback rows T steps instead of the recipe's (more than trained is allowed, as for
+`fal evaluate --steps`); their sw.json is then sw-tT.json.
 """
 from __future__ import annotations
 

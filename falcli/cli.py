@@ -278,9 +278,10 @@ def ablate(
                                              "runs there are reused [default: runs/ablation-<recipe name>]")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Seeds per config (recipe seed, +1, …); mean ± std")] = 3,
     configs: Annotated[str | None, typer.Option(help="Comma-separated, of plain, plain_compute_matched (the "
-                                                     "iterations of FAL's training FLOPs), plain_dot (the plain run + latent DOT), fal, "
-                                                     "eqgan_sa, glead, fal_eqgan_sa, fal_glead \\[default: plain, "
-                                                     "plain_compute_matched, plain_dot, fal]")] = None,
+                                                     "iterations of FAL's training FLOPs), plain_dot (the plain "
+                                                     "run + latent DOT), fal, eqgan_sa, glead, fal_eqgan_sa, "
+                                                     "fal_glead \\[default: plain, plain_compute_matched, "
+                                                     "plain_dot, fal]")] = None,
     device: DeviceOpt = "auto",
     resume: Annotated[str | None, typer.Option(help="'auto' (continue the unfinished runs found in --out) or "
                                                     "the folder of an earlier ablation to continue")] = None,
