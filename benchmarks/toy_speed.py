@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from falcli.commands import flops, train  # noqa: E402
-from falcli.commands.toy_experiment import variants  # noqa: E402
+from falcli.commands.toy_experiment import gan_is_fal_step_one, variants  # noqa: E402
 from falcli.resolve import load_recipe  # noqa: E402
 from falcli.tasks import TASKS  # noqa: E402
 
@@ -73,17 +73,18 @@ def main() -> None:
     print("| model | T | step ms (CPU) | GFLOP / step (no R1) | GFLOP/s | × matmul rate | training s "
           f"({recipe.train.iterations} its) | at the matmul rate |")
     print("|---|---|---|---|---|---|---|---|")
-    total = 0.0
+    training: dict[str, float] = {}  # label → seconds of CPU for the recipe's iterations
     for label, variant in variants(recipe).items():
         step, batch, *_ = step_of(variant)
         cpu_ms(lambda i: step(batch, i), 20)  # warm-up: allocator, Adam's state
         ms = cpu_ms(lambda i: step(batch, i), args.iterations)
         gflop = flops_per_step(variant)
-        seconds = ms * variant.train.iterations / 1000
-        total += seconds
+        seconds = training[label] = ms * variant.train.iterations / 1000
         print(f"| {label} | {variant.feedback.steps} | {ms:.2f} | {gflop:.3f} | {gflop / ms * 1000:.1f} | "
               f"{gflop / ms * 1000 / peak:.2f} | {seconds:.1f} | {gflop * variant.train.iterations / peak:.1f} |")
-    print(f"training both: {total:.1f} s CPU")
+    print(f"training both: {sum(training.values()):.1f} s CPU")
+    if gan_is_fal_step_one(recipe):  # then `fal toy` trains FAL alone and reads the plain GAN off its step 1
+        print(f"fal toy trains FAL only (its step 1 is the plain GAN): {training['FAL']:.1f} s CPU")
 
     # The rest of `fal toy`: the evaluation of every step and the figure, on the FAL model.
     from falcli.commands.toy_experiment import _figure

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from falcli.commands import train
+from falcli.commands import toy_experiment, train
 from falcli.core import checkpoint
 from falcli.config import FeedbackConfig
 from falcli.core.feedback import Unrolled, diversity_loss, proximity_loss, proximity_weights, unroll
@@ -31,11 +31,15 @@ REFERENCE_LOSSES = [(2.2113101482391357, 1.3627625703811646, 0.7365497350692749)
 REFERENCE_WEIGHT_SUM = 96.17373530623445
 
 
-def _run_toy(out, overrides):
+def _toy_recipe(overrides):
     from falcli.resolve import load_recipe
     from tests.conftest import ROOT
 
-    recipe = load_recipe(ROOT / "recipes" / "toy.yaml", overrides)
+    return load_recipe(ROOT / "recipes" / "toy.yaml", overrides)
+
+
+def _run_toy(out, overrides):
+    recipe = _toy_recipe(overrides)
     with torch.random.fork_rng(devices=[]):
         return train.run(recipe, train.RunOptions(out=out, device="cpu"))
 
@@ -258,13 +262,29 @@ def _trained_weights(tmp_path, overrides):
 @pytest.mark.parametrize("discriminate, same", [("first", True), ("all", False)])
 def test_d_on_step_one_trains_d_and_the_backbone_as_the_plain_gan(tmp_path, discriminate, same):
     """discriminate: first with feedback_only (the toy recipe's): D and step 1 follow the plain GAN bit for bit."""
+    overrides = ["feedback.later_steps_train=feedback_only", f"feedback.discriminate={discriminate}"]
     plain = _trained_weights(tmp_path / "plain", ["feedback.steps=1"])
-    fal = _trained_weights(tmp_path / discriminate, ["feedback.later_steps_train=feedback_only",
-                                                     f"feedback.discriminate={discriminate}"])
+    fal = _trained_weights(tmp_path / discriminate, overrides)
     backbone = [k for k in fal["G"] if not k.startswith("feedback.")]
     assert sorted(backbone) == sorted(plain["G"])
     assert all(torch.equal(plain["D"][k], fal["D"][k]) for k in plain["D"]) is same
     assert all(torch.equal(plain["G"][k], fal["G"][k]) for k in backbone) is same
+    # … which is what lets `fal toy` take the plain GAN from FAL's step 1 (and only then)
+    assert toy_experiment.gan_is_fal_step_one(_toy_recipe(SMALL + overrides)) is same
+
+
+def test_fal_toy_takes_the_plain_gan_from_fal_step_one_only_when_it_is_the_same(tmp_path):
+    """The shipped toy recipe: `fal toy` trains FAL alone, and its GAN rows are those of a plain GAN trained apart."""
+    recipe = _toy_recipe(SMALL + ["evaluate.num_samples=300"])
+    assert toy_experiment.gan_is_fal_step_one(recipe)
+    once = toy_experiment.run(recipe, tmp_path / "once", seeds=2)
+    apart = toy_experiment.run(recipe, tmp_path / "apart", seeds=2, share_gan=False)
+    assert once["gan_shared"] and not apart["gan_shared"]
+    assert not (tmp_path / "once" / "seed0" / "gan").exists() and (tmp_path / "apart" / "seed1" / "gan").is_dir()
+    tables = [json.loads((tmp_path / name / "toy_table.json").read_text()) for name in ("once", "apart")]
+    assert tables[0]["per_seed"] == tables[1]["per_seed"]  # GAN and FAL, both seeds, every metric to the bit
+    assert tables[0]["gan"].startswith("FAL's step 1") and tables[1]["gan"] == "trained"
+    assert (tmp_path / "once" / "toy_figure.png").stat().st_size > 10_000
 
 
 def test_feedback_lr_is_its_own_group_and_decays(toy_recipe):

@@ -1,6 +1,7 @@
 """`fal toy`: the paper's 2D experiment. Trains the plain GAN (feedback.steps: 1) and FAL with the same seed and
 budget, then writes the poster-style figure and a per-step table (modes covered, high-quality share, sliced
-Wasserstein distance, mean D score), over one or more seeds."""
+Wasserstein distance, mean D score), over one or more seeds. Where FAL's step 1 trains exactly as the plain GAN
+(`gan_is_fal_step_one`), the plain GAN is that step, and is not trained a second time."""
 from __future__ import annotations
 
 import dataclasses
@@ -34,6 +35,20 @@ def variants(recipe: Recipe) -> dict[str, Recipe]:
     return {"GAN": plain, "FAL": recipe}
 
 
+def gan_is_fal_step_one(recipe: Recipe) -> bool:
+    """Does FAL's training leave D and step 1 exactly as the plain GAN's (weight for weight)?
+
+    It does when D trains on step 1's fakes only and the later steps' losses reach only the feedback modules
+    (falcli/commands/train.py `TrainStep`) and step 1's loss keeps the plain GAN's weight 1: nothing of steps ≥ 2
+    then reaches D or the backbone — the toy task adds no generator losses of its own and supports no methods,
+    and its later steps draw no random numbers. tests/test_feedback_correction.py checks the weights bit for bit;
+    the toy recipe's defaults satisfy it, so `fal toy` trains one model where it used to train two.
+    """
+    fb = recipe.feedback
+    return (fb.steps > 1 and fb.discriminate == "first" and fb.later_steps_train == "feedback_only"
+            and fb.weights[0] == 1.0)
+
+
 def quick_recipe(recipe: Recipe) -> Recipe:
     """A few-second version for tests: fewer iterations and points, same models."""
     return dataclasses.replace(
@@ -47,8 +62,10 @@ def quick_recipe(recipe: Recipe) -> Recipe:
     )
 
 
-def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: bool = False) -> dict:
-    """Train both variants for each seed, evaluate per step, write toy_table.json and toy_figure.png."""
+def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: bool = False,
+        share_gan: bool = True) -> dict:
+    """Train both variants for each seed (the plain GAN only where it is not FAL's step 1, or `share_gan` is
+    off), evaluate per step, write toy_table.json and toy_figure.png."""
     if not isinstance(TASKS[recipe.task], ToyTask):
         raise FalError(f"`fal toy` runs toy recipes; this recipe's task is {recipe.task!r} (use `fal train`)")
     if out.exists() and any(out.iterdir()):  # never mixed with (or written over) an earlier experiment
@@ -60,11 +77,15 @@ def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: b
         # spins (measured: 541 s of CPU for the default run on 2 cores with both threads, against ~100 s with
         # one). The tables in docs/toy.md were measured with one thread too.
         torch.set_num_threads(1)
+    shared = share_gan and gan_is_fal_step_one(recipe)
     rows: dict[str, list[list[dict]]] = {"GAN": [], "FAL": []}  # label → per seed → per step metrics
     figure_runs = {}
     for index in range(seeds):
         seeded = dataclasses.replace(recipe, seed=recipe.seed + index)
-        for label, variant in variants(seeded).items():
+        models = variants(seeded)
+        for label, variant in models.items():
+            if label == "GAN" and shared:
+                continue
             run_dir = out / f"seed{seeded.seed}" / label.lower()
             with progress_bar(f"{label} seed {seeded.seed}", variant.train.iterations) as update:
                 train.run(variant, train.RunOptions(out=run_dir, device=device), on_progress=update)
@@ -72,12 +93,18 @@ def run(recipe: Recipe, out: Path, device: str = "cpu", seeds: int = 1, quick: b
             rows[label].append(result)
             if index == 0:
                 figure_runs[label] = views
+        if shared:  # the same latents, G and D: the plain GAN's evaluation is FAL's at t = 1
+            rows["GAN"].append(rows["FAL"][-1][:1])
+            if index == 0:
+                _, G, D = figure_runs["FAL"]
+                figure_runs = {"GAN": (models["GAN"], G, D), **figure_runs}
     table = summarise(rows)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "toy_table.json").write_text(json.dumps({"recipe": recipe.name, "seeds": seeds, "rows": table,
-                                                    "per_seed": rows}, indent=2))
+    gan = "FAL's step 1 (gan_is_fal_step_one)" if shared else "trained"
+    (out / "toy_table.json").write_text(json.dumps({"recipe": recipe.name, "seeds": seeds, "gan": gan,
+                                                    "rows": table, "per_seed": rows}, indent=2))
     _figure(recipe, figure_runs, out / "toy_figure.png")
-    return {"rows": table, "seeds": seeds}
+    return {"rows": table, "seeds": seeds, "gan_shared": shared}
 
 
 def _evaluate(run_dir: Path, device: str):
@@ -110,6 +137,10 @@ def print_table(result: dict, console) -> None:
     table.caption = ("HQ: share within 3σ of a mode · SW: sliced Wasserstein to the mixture itself "
                      "(sliced_wasserstein, to a reference draw, is in toy_table.json) · P, R: improved precision "
                      "and recall (k = 3) in point space · D: mean logit; density and coverage are in toy_table.json")
+    if result.get("gan_shared"):
+        table.caption += (" · GAN = FAL's step 1: with D on step 1's fakes and the later steps training only the "
+                          "feedback modules, D and step 1 train exactly as the plain GAN, so it was trained once "
+                          "(--set feedback.discriminate=all trains both)")
     for column in ("model", "t", "modes covered ↑", "HQ ↑", "SW ↓", "P ↑", "R ↑", "D"):
         table.add_column(column, justify="right")
     for row in result["rows"]:

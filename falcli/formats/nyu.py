@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import scipy.io
 from PIL import Image
 
 from falcli.errors import FalError
 from falcli.formats.images import crop_resize, resize_array
 from falcli.formats.store import DatasetWriter, Progress, created_by, write_split
+
+if TYPE_CHECKING:
+    import h5py
 
 MAT_NAME = "nyu_depth_v2_labeled.mat"
 MAT_URL = "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat"
@@ -50,6 +52,8 @@ def load_splits(path: Path, count: int) -> dict[str, np.ndarray]:
         raise FalError(f"{path}: no splits.mat (the official NYU train/test split); download {SPLITS_URL} "
                        "next to the .mat file or pass --splits PATH")
     try:
+        import scipy.io  # here, not at the top: every `fal` command loads this module, few read a .mat
+
         mat = scipy.io.loadmat(str(path))
     except (ValueError, OSError, TypeError, NotImplementedError) as e:
         raise FalError(f"{path}: not a readable MATLAB file ({e}); download {SPLITS_URL} again") from e
@@ -75,6 +79,8 @@ def load_splits(path: Path, count: int) -> dict[str, np.ndarray]:
 
 
 def _open_mat(mat: Path) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
+    import h5py  # as scipy.io above
+
     try:
         handle = h5py.File(mat, "r")
     except OSError as e:
