@@ -273,7 +273,7 @@ def test_d_on_step_one_trains_d_and_the_backbone_as_the_plain_gan(tmp_path, disc
     assert toy_experiment.gan_is_fal_step_one(_toy_recipe(SMALL + overrides)) is same
 
 
-def test_fal_toy_takes_the_plain_gan_from_fal_step_one_only_when_it_is_the_same(tmp_path):
+def test_fal_toy_takes_the_plain_gan_from_fal_step_one(tmp_path):
     """The shipped toy recipe: `fal toy` trains FAL alone, and its GAN rows are those of a plain GAN trained apart."""
     recipe = _toy_recipe(SMALL + ["evaluate.num_samples=300"])
     assert toy_experiment.gan_is_fal_step_one(recipe)
