@@ -91,6 +91,11 @@ class FeedbackConfig:
             return 1         # (`--set feedback.steps=1` on recipes/streets.yaml, whose test_steps is 2)
         return self.test_steps if self.test_steps is not None else self.steps
 
+    def plain(self) -> FeedbackConfig:
+        """The plain GAN's loop: one step, and none of the T-step model's sampling steps or step weights (every
+        other option is kept; with one step none of them acts)."""
+        return dataclasses.replace(self, steps=1, test_steps=None, step_weights=None)
+
     @property
     def weights(self) -> tuple[float, ...]:
         return self.step_weights if self.step_weights is not None else (1.0,) * self.steps

@@ -114,7 +114,7 @@ def variant(recipe: Recipe, config: str) -> Recipe:
     if chosen.compute_matched:
         train = stretched(train, compute_ratio(recipe))
     if not chosen.feedback:
-        feedback = dataclasses.replace(feedback, steps=1, test_steps=None, step_weights=None)
+        feedback = feedback.plain()
     method = dataclasses.replace(recipe.method, eqgan_sa=chosen.eqgan_sa, glead=chosen.glead)
     made = dataclasses.replace(recipe, feedback=feedback, method=method, train=train)
     TASKS[made.task].validate(made)  # e.g. D's map must be small enough for the method
@@ -130,8 +130,7 @@ def compute_ratio(recipe: Recipe) -> float:
     if key not in _RATIOS:
         # The `fal` row against its plain GAN: both without EqGAN-SA and GLeaD, as those two configs train.
         fal = dataclasses.replace(recipe, method=dataclasses.replace(recipe.method, eqgan_sa=False, glead=False))
-        plain = dataclasses.replace(fal, feedback=dataclasses.replace(fal.feedback, steps=1, test_steps=None,
-                                                                      step_weights=None))
+        plain = dataclasses.replace(fal, feedback=fal.feedback.plain())
         fal_flops, plain_flops = flops.iteration_flops(fal), flops.iteration_flops(plain)
         _RATIOS[key] = fal_flops / plain_flops if fal_flops and plain_flops else float(recipe.feedback.steps)
     return _RATIOS[key]

@@ -30,9 +30,7 @@ METRICS = ("modes_covered", "high_quality", "sliced_wasserstein", "sw_to_mixture
 
 def variants(recipe: Recipe) -> dict[str, Recipe]:
     """The two models compared: the plain GAN and FAL, identical but for the feedback steps."""
-    plain = dataclasses.replace(recipe, feedback=dataclasses.replace(recipe.feedback, steps=1, test_steps=None,
-                                                                     step_weights=None))
-    return {"GAN": plain, "FAL": recipe}
+    return {"GAN": dataclasses.replace(recipe, feedback=recipe.feedback.plain()), "FAL": recipe}
 
 
 def gan_is_fal_step_one(recipe: Recipe) -> bool:
