@@ -16,9 +16,10 @@ from seedstats import spread
 
 KEYS = [("fid_judge", ".1f"), ("precision_judge", ".3f"), ("recall_judge", ".3f"), ("density_judge", ".3f"),
         ("coverage_judge", ".3f"), ("d_logit", ".2f")]
+SCORES = "evaluate-all.json"  # what `fal evaluate all --ckpt RUN` writes into RUN
 
 
-def main(root: Path, labels: list[str], file: str = "evaluate-all.json") -> None:
+def main(root: Path, labels: list[str], file: str = SCORES) -> None:
     print("| run | seeds | t | judge FID ↓ | precision | recall | density | coverage | D logit | FID per seed |")
     print("|---" * 10 + "|")
     for label in labels:
@@ -37,6 +38,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("root", type=Path)
     parser.add_argument("labels", nargs="+")
-    parser.add_argument("--file", default="evaluate-all.json", help="the JSON of each run folder to read")
+    parser.add_argument("--file", default=SCORES, help="the JSON of each run folder to read")
     args = parser.parse_args()
     main(args.root, args.labels, args.file)
