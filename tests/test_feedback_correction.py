@@ -1,7 +1,10 @@
 """Feedback as a correction: residual output, the proximity term, and what protects step 1 (falcli/core/feedback.py).
 
-Every option off must be FAL as it was, bit for bit: the reference numbers below were written by the code before
-these options existed (/work/main at fede1a9), from the same recipe and seed.
+Every option off must be FAL as it was: the reference numbers below were written by the code before these options
+existed (/work/main at fede1a9), from the same recipe and seed. They are bit for bit on the CPU that wrote them; on
+another (an AMD EPYC's BLAS, 2 December 2026) G's float32 weights round differently in the last bits after 20
+iterations (weight sum 4e-9 apart, the losses still equal), so the comparison allows 1e-6 relative — each option
+moves them by 5e-3 or more (`test_each_option_changes_training`).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ REFERENCE = SMALL + ["train.lr_decay_start_fraction=null", "train.betas=[0.5,0.9
 REFERENCE_LOSSES = [(2.2113101482391357, 1.3627625703811646, 0.7365497350692749),
                     (2.1636970043182373, 1.3305952548980713, 0.7123591899871826)]
 REFERENCE_WEIGHT_SUM = 96.17373530623445
+SAME = 1e-6  # relative: another CPU's BLAS rounds the last bits differently (module docstring)
 
 
 def _toy_recipe(overrides):
@@ -56,8 +60,8 @@ def _trained(tmp_path, overrides):
                                             "feedback.lr=null"]])
 def test_options_off_train_exactly_as_before(tmp_path, overrides):
     losses, weight_sum = _trained(tmp_path, overrides)
-    assert losses == REFERENCE_LOSSES
-    assert weight_sum == REFERENCE_WEIGHT_SUM
+    assert losses == [pytest.approx(row, rel=SAME) for row in REFERENCE_LOSSES]
+    assert weight_sum == pytest.approx(REFERENCE_WEIGHT_SUM, rel=SAME)
 
 
 def test_each_option_changes_training(tmp_path):
@@ -66,7 +70,7 @@ def test_each_option_changes_training(tmp_path):
                                 "feedback.diversity_weight=1", "feedback.later_steps_train=feedback_only",
                                 "feedback.lr=1e-2"]):
         losses, _ = _trained(tmp_path / str(i), [option])
-        assert losses != REFERENCE_LOSSES, option
+        assert losses != [pytest.approx(row, rel=100 * SAME) for row in REFERENCE_LOSSES], option
 
 
 def _toy(toy_recipe, *overrides):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from falcli.errors import FalError
-from falcli.metrics.coverage import coverage_metrics, density_coverage, knn_radii, precision_recall
+from falcli.metrics.coverage import RealBalls, coverage_metrics, density_coverage, knn_radii, precision_recall
 
 
 def column(*values):
@@ -58,6 +58,22 @@ def test_chunking_does_not_change_the_answer():
     generator = torch.Generator().manual_seed(2)
     real, fake = torch.randn(257, 5, generator=generator), torch.randn(190, 5, generator=generator) * 1.3
     assert coverage_metrics(real, fake, chunk=16) == coverage_metrics(real, fake)
+
+
+@pytest.mark.parametrize("dtype, chunk", [(torch.float32, 1024), (torch.float64, 1024), (torch.float32, 37)])
+def test_shared_real_side_equals_the_separate_metrics_to_the_bit(dtype, chunk):
+    """RealBalls computes the real radii once and shares each distance matrix between the four metrics; every
+    number must still be the one the metric's own function gives, for several generated sets in a row."""
+    generator = torch.Generator().manual_seed(3)
+    real = torch.randn(300, 6, generator=generator, dtype=dtype)
+    balls, seen = RealBalls(real, chunk), []
+    for scale in (0.5, 1.0, 2.0):  # narrow, matched, spread: different balls hold the fakes
+        fake = torch.randn(250, 6, generator=generator, dtype=dtype) * scale
+        separate = {**precision_recall(real, fake, 3, chunk), **density_coverage(real, fake, 5, chunk)}
+        assert balls.score(fake) == separate
+        seen.append(separate)
+    for name in ("precision", "recall", "density", "coverage"):  # the sets differ in every metric: not vacuous
+        assert len({row[name] for row in seen}) == 3
 
 
 @pytest.mark.parametrize("real, fake, match", [

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from falcli.metrics.toy import sliced_wasserstein, sw_to_mixture, toy_metrics
+from falcli.metrics.toy import reference_balls, sliced_wasserstein, sw_to_mixture, toy_metrics
 from falcli.tasks.toy import DataConfig, mixture_centers, sample_mixture
 
 SIGMA = 0.05
@@ -57,3 +57,17 @@ def test_sample_order_does_not_matter_and_toy_metrics_reports_it():
     assert sw_to_mixture(samples.flip(0), centers, data.sigma) == pytest.approx(value, abs=1e-12)
     row = toy_metrics(samples, centers, data.sigma, sample_mixture(data, 1000, generator))
     assert row["sw_to_mixture"] == pytest.approx(value)
+
+
+def test_a_shared_reference_scores_every_step_as_a_fresh_one():
+    """ToyTask.evaluate prepares the reference's k-NN side once for its steps (reference_balls); the rows must be
+    the ones toy_metrics gives without it."""
+    data = DataConfig()
+    centers, generator = mixture_centers(data), torch.Generator().manual_seed(4)
+    reference = sample_mixture(data, 600, generator)
+    balls = reference_balls(reference)
+    for spread in (0.5, 3.0):
+        samples = centers[:3].repeat(100, 1) + spread * data.sigma * torch.randn(300, 2, generator=generator)
+        assert toy_metrics(samples, centers, data.sigma, reference, reference_balls=balls) == \
+            toy_metrics(samples, centers, data.sigma, reference)
+    assert reference_balls(reference[:5]) is None  # too few points for k = 5: the metrics are NaN then

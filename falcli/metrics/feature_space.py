@@ -13,10 +13,10 @@ import torch
 
 from falcli.errors import FalError
 from falcli.metrics import fid as fidlib
-from falcli.metrics.coverage import coverage_metrics
+from falcli.metrics.coverage import DC_K, RealBalls
 
 INCEPTION_MIN_IMAGES = 2048             # task evaluation reports Inception FID only from this many images per side
-COVERAGE_K = 5                          # the largest k of the k-NN balls (density and coverage)
+COVERAGE_K = DC_K                       # the largest k of the k-NN balls (density and coverage)
 
 
 @dataclass
@@ -58,6 +58,7 @@ def add_coverage(rows: list[dict], real: np.ndarray, fakes: list[np.ndarray], sp
         say(f"precision/recall/density/coverage in {space} space need more than {COVERAGE_K} images per side; "
             f"skipped")
         return
+    balls = RealBalls(real)  # the real side once for every step
     for row, fake in zip(rows, fakes):
-        for name, value in coverage_metrics(real, fake).items():
+        for name, value in balls.score(fake).items():
             row[f"{name}_{space}"] = value

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from falcli.metrics.coverage import coverage_metrics
+from falcli.metrics.coverage import DC_K, RealBalls
 
 
 def nearest_mode(points: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,24 +72,30 @@ def mode_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float) -> di
 
 
 def toy_metrics(samples: torch.Tensor, centers: torch.Tensor, std: float, reference: torch.Tensor,
-                d_logits: torch.Tensor | None = None) -> dict[str, float]:
+                d_logits: torch.Tensor | None = None, reference_balls: RealBalls | None = None) -> dict[str, float]:
     """Modes covered, high-quality share, sliced Wasserstein distances to `reference` and to the mixture,
     precision/recall and density/coverage against `reference` in point space (falcli/metrics/coverage.py), and
-    mean D logit."""
+    mean D logit. `reference_balls` (`reference_balls(reference)`) saves the reference's k-NN radii when several
+    sets are scored against one reference (the steps of one evaluation)."""
     samples = samples.detach().float().cpu()
     result = {
         **mode_metrics(samples, centers, std),
         "sliced_wasserstein": sliced_wasserstein(samples, reference.cpu()),
         "sw_to_mixture": sw_to_mixture(samples, centers, std),
-        **_coverage(reference.cpu().double(), samples.double()),
+        **_coverage(reference.cpu().double(), samples.double(), reference_balls),
     }
     if d_logits is not None:
         result["d_logit"] = float(d_logits.detach().float().mean())
     return result
 
 
-def _coverage(reference: torch.Tensor, samples: torch.Tensor) -> dict[str, float]:
+def reference_balls(reference: torch.Tensor) -> RealBalls | None:
+    """The reference's side of the k-NN metrics, for `toy_metrics`; None where they are NaN anyway."""
+    return RealBalls(reference.cpu().double()) if len(reference) > DC_K else None
+
+
+def _coverage(reference: torch.Tensor, samples: torch.Tensor, balls: RealBalls | None) -> dict[str, float]:
     """Precision/recall/density/coverage; NaN for sets of 5 points or fewer (k = 5 neighbours need more)."""
-    if min(len(reference), len(samples)) <= 5:
+    if min(len(reference), len(samples)) <= DC_K:
         return dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
-    return coverage_metrics(reference, samples)
+    return (balls if balls is not None else RealBalls(reference)).score(samples)

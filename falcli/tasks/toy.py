@@ -12,7 +12,7 @@ from torch import nn
 
 from falcli.errors import FalError
 from falcli.core.feedback import Unrolled, make_feedback_modules, unroll
-from falcli.metrics.toy import toy_metrics
+from falcli.metrics.toy import reference_balls, toy_metrics
 from falcli.core.runtime import randn_shard
 from falcli.core.files import PointFiles
 from falcli.tasks.base import Batch, EvaluatePaths, JudgeNeed, latent_width
@@ -197,6 +197,6 @@ class ToyTask:
         with torch.no_grad():
             result = unroll(G, D, batch.gen_input, None, steps, recipe.feedback,
                             lambda x: self.discriminator_input(x, batch))
-        centers = mixture_centers(recipe.data)
-        return [toy_metrics(x, centers, recipe.data.sigma, batch.real, logits)
+        centers, balls = mixture_centers(recipe.data), reference_balls(batch.real)
+        return [toy_metrics(x, centers, recipe.data.sigma, batch.real, logits, balls)
                 for x, logits in zip(result.samples, result.logits)]

@@ -11,7 +11,7 @@ from falcli.core.feedback import unroll
 from falcli.errors import FalError
 from falcli.judges.base import load, predict
 from falcli.judges.voxel_classifier import JUDGE, to_judge_resolution
-from falcli.metrics.coverage import coverage_metrics
+from falcli.metrics.coverage import DC_K, RealBalls
 from falcli.metrics.voxel import voxel_metrics
 from falcli.tasks.voxel.data import check_classes, class_names, load_voxels, occupancy
 
@@ -77,13 +77,14 @@ def evaluate_voxel(G: nn.Module, D: nn.Module, recipe, device: torch.device, ste
     z = fixed_latents(recipe, num_samples).to(device)
     shapes, d_scores = generate(G, D, recipe, z, steps)
     results = []
+    balls = RealBalls(real_features) if len(real_features) > DC_K else None  # the real side once for every step
     for grids, d_score in zip(shapes, d_scores):
         inputs = to_judge_resolution(torch.from_numpy(grids), judge_recipe)
         pred = predict(net, inputs, device)
         row = {"accuracy": float(torch.isin(pred, targets).float().mean())}
-        if min(len(real_features), len(grids)) > 5:  # k-NN balls need more points than the largest k (5)
+        if balls is not None and len(grids) > DC_K:  # k-NN balls need more points than the largest k (5)
             # quality and coverage in the judge's feature space, as for images (falcli/metrics/coverage.py)
-            scores = coverage_metrics(real_features, _features(net, inputs, device))
+            scores = balls.score(_features(net, inputs, device))
             row.update({f"{k}_judge": v for k, v in scores.items()})
         for k, name in enumerate(JUDGE.output_names(judge_recipe)):
             row[f"predicted/{name}"] = float((pred == k).float().mean())
