@@ -41,19 +41,19 @@ def knn_radii(x: torch.Tensor, k: int, chunk: int = CHUNK) -> torch.Tensor:
     return _knn_radii_at(x, (k,), chunk)[0]
 
 
-def _in_balls(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Number of balls B(centres_i, radii_i) holding each point, (len(points),)."""
-    counts = []
+def _in_balls(points: torch.Tensor, centres: torch.Tensor, radii: tuple[torch.Tensor, ...], chunk: int,
+              nearest: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """For each radius vector r of `radii`, the number of balls B(centres_i, r_i) holding each point, (len(points),);
+    with `nearest`, also each point's distance to its nearest centre — all from one distance matrix."""
+    counts: list[list[torch.Tensor]] = [[] for _ in radii]
+    closest = []
     for start in range(0, len(points), chunk):
         distances = torch.cdist(points[start:start + chunk], centres)
-        counts.append((distances <= radii[None, :]).sum(dim=1))
-    return torch.cat(counts)
-
-
-def _nearest(points: torch.Tensor, others: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Distance from each row of points to its nearest row of others."""
-    return torch.cat([torch.cdist(points[s:s + chunk], others).min(dim=1).values
-                      for s in range(0, len(points), chunk)])
+        for parts, radius in zip(counts, radii):
+            parts.append((distances <= radius[None, :]).sum(dim=1))
+        if nearest:
+            closest.append(distances.min(dim=1).values)
+    return [torch.cat(parts) for parts in counts], torch.cat(closest) if nearest else None
 
 
 def precision_recall(real, fake, k: int = 3, chunk: int = CHUNK) -> dict[str, float]:
@@ -61,8 +61,9 @@ def precision_recall(real, fake, k: int = 3, chunk: int = CHUNK) -> dict[str, fl
     real, fake = _features(real, "real features"), _features(fake, "generated features")
     _check_width(real, fake)
     fake = fake.to(real.dtype)
-    precision = (_in_balls(fake, real, knn_radii(real, k, chunk), chunk) > 0).double().mean()
-    recall = (_in_balls(real, fake, knn_radii(fake, k, chunk), chunk) > 0).double().mean()
+    (in_real,), _ = _in_balls(fake, real, (knn_radii(real, k, chunk),), chunk)
+    (in_fake,), _ = _in_balls(real, fake, (knn_radii(fake, k, chunk),), chunk)
+    precision, recall = (in_real > 0).double().mean(), (in_fake > 0).double().mean()
     return {"precision": float(precision), "recall": float(recall)}
 
 
@@ -72,8 +73,10 @@ def density_coverage(real, fake, k: int = 5, chunk: int = CHUNK) -> dict[str, fl
     _check_width(real, fake)
     fake = fake.to(real.dtype)
     radii = knn_radii(real, k, chunk)
-    density = _in_balls(fake, real, radii, chunk).double().sum() / (k * len(fake))
-    coverage = (_nearest(real, fake, chunk) <= radii).double().mean()
+    (in_real,), _ = _in_balls(fake, real, (radii,), chunk)
+    _, nearest = _in_balls(real, fake, (), chunk, nearest=True)
+    density = in_real.double().sum() / (k * len(fake))
+    coverage = (nearest <= radii).double().mean()
     return {"density": float(density), "coverage": float(coverage)}
 
 
@@ -102,17 +105,8 @@ class RealBalls:
         _check_width(real, fake)
         fake = fake.to(real.dtype)
         (fake_radius,) = _knn_radii_at(fake, (PR_K,), chunk)
-        in_pr, in_dc = [], []  # per fake: real balls holding it (radii at k = 3, at k = 5)
-        for start in range(0, len(fake), chunk):
-            distances = torch.cdist(fake[start:start + chunk], real)
-            in_pr.append((distances <= self.radius_pr[None, :]).sum(dim=1))
-            in_dc.append((distances <= self.radius_dc[None, :]).sum(dim=1))
-        recalled, nearest = [], []  # per real: fake balls holding it, and its distance to the nearest fake
-        for start in range(0, len(real), chunk):
-            distances = torch.cdist(real[start:start + chunk], fake)
-            recalled.append((distances <= fake_radius[None, :]).sum(dim=1))
-            nearest.append(distances.min(dim=1).values)
-        in_pr, in_dc, recalled, nearest = (torch.cat(parts) for parts in (in_pr, in_dc, recalled, nearest))
+        (in_pr, in_dc), _ = _in_balls(fake, real, (self.radius_pr, self.radius_dc), chunk)  # real balls per fake
+        (recalled,), nearest = _in_balls(real, fake, (fake_radius,), chunk, nearest=True)    # fake balls per real
         return {"precision": float((in_pr > 0).double().mean()), "recall": float((recalled > 0).double().mean()),
                 "density": float(in_dc.double().sum() / (DC_K * len(fake))),
                 "coverage": float((nearest <= self.radius_dc).double().mean())}
