@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from falcli.commands import train  # noqa: E402
 from falcli.core import checkpoint  # noqa: E402
 from falcli.resolve import load_recipe  # noqa: E402
-from falcli.config import recipe_to_yaml  # noqa: E402
+from falcli.config import recipe_to_dict, recipe_to_yaml  # noqa: E402
 from falcli.tasks import TASKS  # noqa: E402
 
 
@@ -33,14 +33,19 @@ def main() -> None:
     args = parser.parse_args()
     plain = checkpoint.load(Path(args.ckpt))
     recipe = load_recipe(args.recipe, args.set + [f"seed={plain['recipe']['seed']}"])
+    if plain["recipe"]["model"] != recipe_to_dict(recipe)["model"]:  # else the weights below do not fit
+        sys.exit(f"{args.ckpt}: its `model` differs from {args.recipe}'s; graft onto the recipe it was trained with")
+    if args.backbone == "ema" and plain["G_ema"] is None:
+        sys.exit(f"{args.ckpt}: trained without train.ema_decay; graft with --backbone raw")
     G, D = train.build_networks(TASKS[recipe.task], recipe, torch.device("cpu"))
     missing, unexpected = G.load_state_dict(plain["G_ema" if args.backbone == "ema" else "G"], strict=False)
     if unexpected or not all(key.startswith("feedback.") for key in missing):
-        sys.exit(f"{args.ckpt}: not a plain GAN of this recipe's model (missing {missing}, unexpected {unexpected})")
+        sys.exit(f"{args.ckpt}: not a plain GAN (feedback.steps: 1) of this model: missing {missing}, "
+                 f"unexpected {unexpected}")
     D.load_state_dict(plain["D"])
     G_ema = copy.deepcopy(G)
-    if args.backbone == "raw":  # G_ema keeps the plain run's average; its fresh feedback modules stay as G's
-        G_ema.load_state_dict(plain["G_ema"], strict=False)
+    if args.backbone == "raw" and plain["G_ema"] is not None:  # G_ema keeps the plain run's average (its fresh
+        G_ema.load_state_dict(plain["G_ema"], strict=False)     # feedback modules stay G's)
     opt_G, opt_D = train.make_optimizers(G, D, recipe.train, torch.device("cpu"), recipe.feedback.lr)
     opt_D.load_state_dict(plain["opt_D"])  # G's Adam starts fresh: its parameter groups are new
     out = Path(args.out)
