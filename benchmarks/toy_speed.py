@@ -12,6 +12,8 @@ For the plain GAN (feedback.steps 1) and FAL (the recipe's T) of recipes/toy.yam
   the share of the step that is arithmetic, the rest being per-operation overhead;
 - the run's floor: iterations × step ms, and what the matmul rate alone would allow.
 Then the parts of `fal toy` outside training: evaluation of every step (2500 samples) and the poster figure.
+`--compile` wraps the generator in torch.compile and reports the compilation's CPU time apart (the discriminator
+cannot be compiled: R1's penalty needs a double backward, which torch.compile's aot_autograd refuses).
 """
 from __future__ import annotations
 
@@ -30,11 +32,12 @@ from falcli.resolve import load_recipe  # noqa: E402
 from falcli.tasks import TASKS  # noqa: E402
 
 
-def step_of(recipe, device=torch.device("cpu")):
+def step_of(recipe, device=torch.device("cpu"), compile_generator: bool = False):
     task = TASKS[recipe.task]
     G, D = train.build_networks(task, recipe, device)
     opt_G, opt_D = train.make_optimizers(G, D, recipe.train, device, recipe.feedback.lr)
-    step = train.TrainStep(task, recipe, G, D, G, D, opt_G, opt_D, False, device)
+    G_step = torch.compile(G) if compile_generator else G
+    step = train.TrainStep(task, recipe, G_step, D, G_step, D, opt_G, opt_D, False, device)
     dataset = task.make_dataset(recipe, "train")
     raw = dataset.__getitems__(list(range(recipe.train.batch_size)))
     batch = task.make_batch(raw, recipe, training=True)
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/toy.yaml")
     parser.add_argument("--iterations", type=int, default=300, help="timed iterations per model")
     parser.add_argument("--set", nargs="*", default=[])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the generator (needs a C++ compiler)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     recipe = load_recipe(args.recipe, args.set)
@@ -75,7 +79,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     training: dict[str, float] = {}  # label → seconds of CPU for the recipe's iterations
     for label, variant in variants(recipe).items():
-        step, batch, *_ = step_of(variant)
+        step, batch, *_ = step_of(variant, compile_generator=args.compile)
+        if args.compile:
+            print(f"{label}: first iteration (compiles): {cpu_ms(lambda i: step(batch, i), 1) / 1000:.1f} s CPU")
         cpu_ms(lambda i: step(batch, i), 20)  # warm-up: allocator, Adam's state
         ms = cpu_ms(lambda i: step(batch, i), args.iterations)
         gflop = flops_per_step(variant)
