@@ -185,3 +185,29 @@ def test_a_judge_trained_on_demand_shows_its_own_bar(tmp_path, monkeypatch):
     assert "train judge" in text and "4/4" in text
     assert len(said) == 1 and said[0].startswith(f"training judge shapes-classifier into {provision.judge_dir(recipe)} "
                                                  f"(first use, ~1 min on cpu)")
+
+
+def test_a_judges_time_estimate_leaves_out_its_data_loading(monkeypatch):
+    """The announced minutes are timed over training iterations: slow data loading before the first one (the
+    shapes judge renders 12 000 images) made a 70 s judge announce ~20 min."""
+    import time
+
+    import torch
+
+    from falcli.judges import JUDGES, provision
+
+    judge = JUDGES["shapes-classifier"]
+    load_data = judge.load_data
+
+    def slow_load_data(recipe, split):
+        if split == "train":  # counted, 2 s over 3 iterations × 196 left would announce ~2 min
+            time.sleep(2)
+        return load_data(recipe, split)
+
+    monkeypatch.setattr(judge, "load_data", slow_load_data)
+    recipe = load_recipe(ROOT / "recipes" / "shapes_classifier.yaml",
+                         ["data.shapes_train=32", "data.shapes_val=8", "model.channels=4", "model.depth=1",
+                          "model.features=4", "train.iterations=200", "train.batch_size=4", "train.log_every=100"])
+    said = []
+    provision.provide(recipe, torch.device("cpu"), said.append)
+    assert len(said) == 1 and "(first use, ~1 min on cpu)" in said[0], said
