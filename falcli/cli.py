@@ -93,7 +93,8 @@ def user_errors(command: Callable) -> Callable:
             from falcli.console import print_error  # keeps --help fast
 
             # What stopped may say how it goes on (a judge trained on demand resumes by itself, not with a flag).
-            hint = getattr(stop, "resume_hint", None) or "a run continues from its last checkpoint with --resume auto"
+            hint = getattr(stop, "resume_hint", None) or ("a run continues from its last checkpoint: the same command "
+                                                           "with --resume auto")
             print_error(f"interrupted; what was finished is kept ({hint})")
             raise typer.Exit(code=stop.code if isinstance(stop, Terminated) else 130) from None
         except OSError as error:
@@ -211,7 +212,8 @@ def train(
         training.run(resolved, options)
         return
     with progress_bar(f"train {resolved.name}", resolved.train.iterations) as update:
-        run_dir = training.run(resolved, options, on_progress=update)
+        run_dir = training.run(resolved, options, on_progress=update,
+                               say=lambda line: console.print(f"note: {line}", markup=False, soft_wrap=True))
     console.print(f"[green]done[/] → {run_dir}")
 
 
@@ -227,10 +229,21 @@ def recipes() -> None:
     for path in shipped_recipes():
         text = path.read_text()
         task = (yaml.safe_load(text) or {}).get("task", "?")
-        about = next((line.lstrip("# ").split(" — ", 1)[-1] for line in text.splitlines() if line.startswith("#")),
-                     "")
+        about = _first_sentence(text)
         console.print(f"[bold]{path.stem:<22}[/] {task:<17} {about}", soft_wrap=True)
     console.print(f"in {SHIPPED_RECIPES}", soft_wrap=True)
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of a recipe's leading comment, which may run over lines (less the file's own name)."""
+    words = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("# ").strip())
+    about = " ".join(words).split(" — ", 1)[-1] if words else ""
+    # a sentence ends at a full stop and a space, but not the abbreviations' ("et al. 2019", "Fig. 1", "e.g. x")
+    return re.split(r"(?<!\bal\.)(?<!\bFig\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bvs\.)(?<=\.)\s+", about, maxsplit=1)[0]
 
 
 def _count(n: int, noun: str) -> str:
@@ -368,7 +381,8 @@ def prepare(
 
 
 GeneratorCkptOpt = Annotated[Path, typer.Option("--ckpt", help="Checkpoint written by `fal train` "
-                                                                "(…/checkpoints/iter-*.pt)")]
+                                                                "(…/checkpoints/iter-*.pt), or a run folder "
+                                                                "(its newest)")]
 FreshOutOpt = Annotated[Path, typer.Option("--out", "-o", help="New output folder (refused when not empty)")]
 SampleBatchOpt = Annotated[int | None, typer.Option(help="Samples per forward pass (default: 16, or the "
                                                          "samples' own)")]

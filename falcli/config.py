@@ -258,8 +258,11 @@ def find_recipe(path: Path | str) -> Path:
             return shipped
     if path.is_dir():
         raise FalError(f"{path}: a folder, not a recipe file; pass a YAML file such as recipes/toy.yaml")
-    names = ", ".join(p.stem for p in shipped_recipes())
-    raise FalError(f"{path}: no such recipe file; the shipped ones are {names} (`fal recipes` lists them)")
+    stems = [p.stem for p in shipped_recipes()]
+    close = difflib.get_close_matches(path.stem, stems, n=1) if bare or path.parts[:1] == ("recipes",) else []
+    if close:  # a shipped recipe's name, mistyped
+        raise FalError(f"{path}: no such recipe file (did you mean {close[0]}?); `fal recipes` lists the shipped ones")
+    raise FalError(f"{path}: no such recipe file; the shipped ones are {', '.join(stems)} (`fal recipes` lists them)")
 
 
 def assemble(raw: dict, recipe_cls: type, sections: dict[str, type], source: str = "recipe") -> Any:

@@ -37,9 +37,18 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = (), q
         raise FalError(f"{path}: not valid YAML{where}; fix the file and retry") from None
     if not isinstance(raw, dict):
         raise FalError(f"{path}: a recipe must be a YAML mapping with at least a `task:` key")
+    added = {item.partition("=")[0].split(".")[0]: item for item in overrides
+             if item.partition("=")[0].split(".")[0] not in raw}  # sections only the command line names
     raw = apply_overrides(raw, overrides)
     raw.setdefault("name", path.stem)
-    return recipe_from_dict(raw, source=str(path), quick=quick)
+    try:
+        return recipe_from_dict(raw, source=str(path), quick=quick)
+    except FalError as error:
+        # An unknown section is reported against the file; when a --set brought it, the --set is what to fix.
+        for section, item in added.items():
+            if str(error).startswith(f"{path}: {section}: unknown key"):
+                raise FalError(f"--set {item}: {str(error)[len(f'{path}: '):]}") from None
+        raise
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:

@@ -44,7 +44,10 @@ def test_dry_run_prints_resolved_recipe_and_exits(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "no/such.yaml"], "no such recipe file"),
+    (["train", "shapez"], "shapez: no such recipe file (did you mean shapes?)"),
     (["train", ROOT / "recipes/toy.yaml", "--set", "train.lr_gen=1"], "did you mean train.lr_generator"),
+    (["train", ROOT / "recipes/toy.yaml", "--set", "trian.iterations=5"],
+     "--set trian.iterations=5: trian: unknown key (did you mean train?)"),
     (["train", ROOT / "recipes/toy.yaml", "--set", "train.iterations=-1"], "train.iterations must be >= 1"),
     (["train", ROOT / "recipes/toy.yaml", "--device", "cuda:0"], "no CUDA device"),
 ])
@@ -86,7 +89,11 @@ def test_train_end_to_end_and_resume_errors(tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     result = invoke(*args[:-8], "--resume", broken, "--set", "train.iterations=8")
-    assert result.exit_code == 2 and "not a readable checkpoint" in result.output
+    assert result.exit_code == 2 and "not a checkpoint (fal writes them as RUN/checkpoints/iter-N.pt)" in result.output
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((run_dir / "checkpoints" / "iter-0000004.pt").read_bytes()[:200])
+    result = invoke(*args[:-8], "--resume", truncated, "--set", "train.iterations=8")
+    assert result.exit_code == 2 and "not a readable checkpoint; it may be truncated" in result.output
 
 
 def test_toy_quick_writes_figure_and_table(tmp_path):

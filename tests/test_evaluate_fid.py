@@ -104,7 +104,8 @@ def test_too_few_images_and_a_missing_npz_are_refused_before_weights_or_features
     monkeypatch.delenv("FAL_WEIGHTS_DIR", raising=False)
     few, many = _pngs(tmp_path / "few", np.zeros((3, 8, 8, 3), np.uint8)), tmp_path / "many"
     _pngs(many, np.zeros((70, 8, 8, 3), np.uint8))
-    with pytest.raises(FalError, match=r"few: 3 samples for 64-dim features .* smaller --dims"):
+    with pytest.raises(FalError, match=r"few: 3 samples for 64-dim features .* smaller --dims .*--feature-space judge \(128-d\) "
+                                          r"needs no download"):
         fid_command(many, few, dims=64, device="cpu", workers=0)
     with pytest.raises(FalError, match=r"ref.npz: no such statistics file"):
         fid_command(many, tmp_path / "ref.npz", dims=64, device="cpu", workers=0)

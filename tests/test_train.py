@@ -65,8 +65,24 @@ def test_resume_continues_exactly(tmp_path, toy_recipe):
 
 def test_resume_can_extend_training(tmp_path, toy_recipe):
     run_dir = run(toy_recipe(), tmp_path / "run")
-    run(toy_recipe("train.iterations=16"), run_dir, resume="auto")
+    said = []
+    train.run(toy_recipe("train.iterations=16"), train.RunOptions(out=run_dir, device="cpu", resume="auto"),
+              say=said.append)
     assert final_state(run_dir)["iteration"] == 16
+    # the change is named, heard and kept with the run: a resume without the first command's --set is no surprise
+    assert len(said) == 1 and "train settings other than the checkpoint's: iterations 16 (was 12)" in said[0]
+    assert f"fal train {run_dir / 'recipe.yaml'} --out {run_dir} --resume auto" in said[0]
+    notes = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [n["note"] for n in notes if n["kind"] == "note"] == said
+
+
+def test_a_resume_with_the_runs_own_settings_says_nothing(tmp_path, toy_recipe):
+    recipe = toy_recipe()
+    run_dir = run(recipe, tmp_path / "run")
+    (run_dir / "checkpoints" / "iter-0000012.pt").unlink()   # as if the run died after iteration 6
+    said = []
+    train.run(recipe, train.RunOptions(out=run_dir, device="cpu", resume="auto"), say=said.append)
+    assert said == [] and final_state(run_dir)["iteration"] == 12
 
 
 def test_steps_one_is_the_plain_gan_bit_for_bit(tmp_path, toy_recipe):

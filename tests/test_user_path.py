@@ -36,6 +36,16 @@ def test_a_bare_recipe_name_finds_the_shipped_recipe_from_any_folder(tmp_path, m
     assert len(config.shipped_recipes()) == len(list((ROOT / "recipes").glob("*.yaml")))
 
 
+def test_the_recipe_list_says_a_whole_sentence_for_each():
+    """A description that runs over comment lines is joined, and cut at its first full stop, not at "et al."."""
+    from falcli.cli import _first_sentence
+
+    text = ("# recipes/x.yaml — a U-Net trained on the\n# real photos (Isola et al. 2017, Fig. 1). More detail.\n"
+            "task: toy\n# not the description\n")
+    assert _first_sentence(text) == "a U-Net trained on the real photos (Isola et al. 2017, Fig. 1)."
+    assert _first_sentence("task: toy\n") == ""
+
+
 def test_repeated_experiments_get_numbered_folders(tmp_path):
     first = tmp_path / "toy-experiment"
     assert _free_folder(first) == first

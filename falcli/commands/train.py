@@ -46,8 +46,9 @@ class TrainingDiverged(FalError):
     """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: ProgressFn | None = None) -> Path:
-    """Train `recipe` into its run folder and return the folder."""
+def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: ProgressFn | None = None,
+        say: Callable[[str], None] | None = None) -> Path:
+    """Train `recipe` into its run folder and return the folder; `say` hears the run's notes as they are logged."""
     task = TASKS[recipe.task]
     cfg = recipe.train
     methods.check(task, recipe)
@@ -71,9 +72,13 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
     except BaseException:
         checkpoint.abandon_run(options.out or Path("runs") / recipe.name)
         raise
+    if resumed:
+        notes = [*_changed_train_settings(resumed, recipe, run_dir), *notes]
     if processes.is_main:  # notes are kept with the run: the recipe alone would not tell
         for note in notes:
             _log(run_dir, {"kind": "note", "iteration": resumed["iteration"] if resumed else 0, "note": note})
+            if say is not None:
+                say(note)
     start = resumed["iteration"] if resumed else 0
     tracker = None
     try:
@@ -411,6 +416,17 @@ def _open_run_dir(recipe: Recipe, options: RunOptions, is_main: bool = True) -> 
         checkpoint.discard_temporary(run_dir / "checkpoints")
         checkpoint.truncate_log(run_dir / "metrics.jsonl", payload["iteration"])
     return run_dir, payload
+
+
+def _changed_train_settings(payload: dict, recipe: Recipe, run_dir: Path) -> list[str]:
+    """A note naming the `train` settings a resume changes: resuming from the shipped recipe without the first
+    command's --set flags would otherwise turn a 200-iteration run into a 1000-iteration one without a word."""
+    before, now = payload["recipe"].get("train", {}), recipe_to_dict(recipe)["train"]
+    changed = [f"{key} {now[key]!r} (was {before[key]!r})" for key in now if key in before and before[key] != now[key]]
+    if not changed:
+        return []
+    return [f"resuming with train settings other than the checkpoint's: {', '.join(changed)}; to keep the run's "
+            f"own, resume with its recipe: fal train {run_dir / 'recipe.yaml'} --out {run_dir} --resume auto"]
 
 
 def _run_dir_of(path: Path) -> Path:

@@ -52,9 +52,14 @@ def load(path: Path) -> dict[str, Any]:
         raise FalError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, wrong magic, foreign pickle: all mean "not a usable file"
-        raise FalError(f"{path}: not a readable checkpoint ({type(error).__name__}); it may be truncated — "
-                       f"use an earlier one from the same folder") from None
+    except Exception:  # truncated zip, wrong magic, foreign pickle: all mean "not a usable file"
+        with path.open("rb") as handle:
+            zipped = handle.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        if not zipped:  # a text file, a recipe, an image: truncation is not the reason, and an earlier one won't do
+            raise FalError(f"{path}: not a checkpoint (fal writes them as RUN/checkpoints/iter-N.pt); pass one of "
+                           f"those or a run folder") from None
+        raise FalError(f"{path}: not a readable checkpoint; it may be truncated — use an earlier one from the "
+                       f"same folder") from None
     if isinstance(payload, dict) and payload.get("format") == "fal-judge":
         raise FalError(f"{path}: a judge (a {payload.get('task')} that scores samples), not a GAN checkpoint; pass "
                        f"it as the metric's judge (--seg-weights, --judge, --feature-space judge:PATH)")

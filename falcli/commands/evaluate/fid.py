@@ -114,7 +114,7 @@ def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device
                        f"images only")
     if with_stats and len(images[0]) <= space.dims:  # before the extraction, not after it
         raise FalError(f"{path}: {len(images[0])} samples for {space.dims}-dim features gives a singular covariance; "
-                       f"pass --num-samples {space.dims + 1} or more, or a smaller --dims")
+                       f"pass --num-samples {space.dims + 1} or more, or a smaller --dims{_JUDGE_HINT}")
     features = [space.extract(batches(x, batch_size)) for x in images]
     stats = [statistics_of(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)] if with_stats else None
     label = f"checkpoint {path} (iteration {payload['iteration']}, {restored.generator}, {num_samples} samples per step)"
@@ -230,13 +230,18 @@ def _planned_count(path: Path, kind: str, batch_size: int, num_samples: int | No
     return None
 
 
+# Every --dims is an Inception block (weights to download); fal's own images have a space that needs none.
+_JUDGE_HINT = f"; for fal's {'/'.join(f'{s}²' for s in IMAGE_SIZES)} images, --feature-space judge (128-d) needs no download"
+
+
 def _check_counts(counts: list[int | None], paths: tuple[Path, Path], dims: int | None,
                   kid_subset_size: int | None) -> None:
     """Refuse up front what FID's covariance or KID's subsets would refuse after minutes of extraction."""
     for count, path in zip(counts, paths):
         if dims is not None and count is not None and count <= dims:
             raise FalError(f"{path}: {count} samples for {dims}-dim features gives a singular covariance; use "
-                           f"more images (>= {dims + 1}) or a smaller --dims ({'/'.join(map(str, fidlib.FID_DIMS))})")
+                           f"more images (>= {dims + 1}) or a smaller --dims ({'/'.join(map(str, fidlib.FID_DIMS))})"
+                           f"{_JUDGE_HINT}")
     if kid_subset_size is not None:
         fidlib.check_kid_counts(*(kid_subset_size if c is None else c for c in counts), kid_subset_size)
 
