@@ -67,8 +67,8 @@ def test_train_delegates_the_resolved_recipe(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_run(recipe, options, on_progress=None):
-        seen["recipe"], seen["options"] = recipe, options
+    def fake_run(recipe, options, on_progress=None, say=None):
+        seen["recipe"], seen["options"], seen["say"] = recipe, options, say
         return tmp_path
 
     monkeypatch.setattr(train, "run", fake_run)
@@ -76,6 +76,7 @@ def test_train_delegates_the_resolved_recipe(monkeypatch, tmp_path):
     assert result.exit_code == 0, result.output
     assert seen["recipe"].seed == 5 and seen["recipe"].task == "toy"
     assert seen["options"].resume == "auto" and seen["options"].device == "cpu"
+    assert callable(seen["say"])  # the run's notes (a resume that changes train settings) reach the console
 
 
 def test_train_end_to_end_and_resume_errors(tmp_path):
