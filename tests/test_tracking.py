@@ -189,7 +189,7 @@ def test_a_judge_trained_on_demand_shows_its_own_bar(tmp_path, monkeypatch):
 
 def test_a_judges_time_estimate_leaves_out_its_data_loading(monkeypatch):
     """The announced minutes are timed over training iterations: slow data loading before the first one (the
-    shapes judge renders 12 000 images) made a 70 s judge announce ~20 min."""
+    shapes judge renders 12 000 images) made a 69 s judge announce ~20 min."""
     import time
 
     import torch

@@ -137,8 +137,8 @@ def provide(recipe: JudgeRecipe, device: torch.device, say: Callable[[str], None
 
 def _train(recipe: JudgeRecipe, folder: Path, device: torch.device, say: Callable[[str], None]) -> Path:
     start, total = resume_point(folder), recipe.train.iterations
-    # The rate is timed from the first finished iteration on: the first pays one-off costs (allocations, the
-    # optimiser's lazy imports) that made a 70 s judge announce itself as ~20 min.
+    # The rate is timed from the first finished iteration on: what comes before it (rendering the data, the first
+    # step's one-off costs) was counted as if every iteration paid it, and a 69 s judge announced ~20 min.
     announced, clock = [], [time.perf_counter(), start]
 
     def announce(done: int) -> None:
