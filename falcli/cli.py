@@ -179,6 +179,10 @@ def train(
     from falcli.judges import JudgeRecipe  # keeps --help fast
 
     picked = pick_device(device)  # a wrong --device fails before anything is printed or written
+    if resume not in (None, "auto") and not isinstance(resolved, JudgeRecipe):  # and a --resume that is no checkpoint
+        from falcli.core import checkpoint  # keeps --help fast
+
+        checkpoint.check_file(checkpoint.resolve(Path(resume)))
     found = None
     if not isinstance(resolved, JudgeRecipe):  # a step the device cannot hold fails here too (train.run checks)
         from falcli.nn import budget  # keeps --help fast

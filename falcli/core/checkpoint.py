@@ -45,19 +45,24 @@ def atomic_save(payload: dict[str, Any], path: Path) -> None:
     write_atomic(path, lambda handle: torch.save(payload, handle), durable=True)
 
 
+def check_file(path: Path) -> None:
+    """Refuse, without reading it, what cannot be a checkpoint: a missing file, or one that is no zip archive (what
+    torch.save writes) — a text file or a recipe, for which "truncated, use an earlier one" would be wrong advice."""
+    if not path.is_file():
+        raise FalError(f"{path}: no such checkpoint file")
+    with path.open("rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise FalError(f"{path}: not a checkpoint (fal writes them as RUN/checkpoints/iter-N.pt); pass one of "
+                           f"those or a run folder")
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by `fal train`; FalError if it is missing, truncated or not ours."""
     path = Path(path)
-    if not path.is_file():
-        raise FalError(f"{path}: no such checkpoint file")
+    check_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # truncated zip, wrong magic, foreign pickle: all mean "not a usable file"
-        with path.open("rb") as handle:
-            zipped = handle.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
-        if not zipped:  # a text file, a recipe, an image: truncation is not the reason, and an earlier one won't do
-            raise FalError(f"{path}: not a checkpoint (fal writes them as RUN/checkpoints/iter-N.pt); pass one of "
-                           f"those or a run folder") from None
+    except Exception:  # a truncated zip, a foreign pickle inside one: all mean "not a usable file"
         raise FalError(f"{path}: not a readable checkpoint; it may be truncated — use an earlier one from the "
                        f"same folder") from None
     if isinstance(payload, dict) and payload.get("format") == "fal-judge":
