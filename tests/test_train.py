@@ -234,6 +234,28 @@ def test_a_run_folder_restores_its_newest_checkpoint(tmp_path, toy_recipe):
         resolve.restore(tmp_path / "empty", torch.device("cpu"))
 
 
+def test_a_live_writer_is_refused_before_the_data_is_made(tmp_path, toy_recipe, monkeypatch):
+    """The shapes data takes ~15 s to render: a second writer hears "being written by process" before that."""
+    import fcntl
+    import os
+
+    run_dir = run(toy_recipe(), tmp_path / "run")
+    descriptor = os.open(run_dir / checkpoint.LOCK_NAME, os.O_RDWR)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: as another process would hold it
+    os.write(descriptor, b"4242\n")
+
+    def no_data(*args):
+        raise AssertionError("the data was made before the live writer was refused")
+
+    monkeypatch.setattr(TASKS["toy"], "make_dataset", no_data)
+    try:
+        with pytest.raises(FalError, match="being written by process 4242"):
+            run(toy_recipe("train.iterations=16"), run_dir, resume="auto")
+    finally:
+        os.close(descriptor)
+    assert not list(run_dir.glob(".*.tmp-*"))  # and nothing was created or taken
+
+
 def test_resume_branches_into_a_new_folder_and_never_overwrites_later_checkpoints(tmp_path, toy_recipe):
     recipe = toy_recipe()
     straight = run(recipe, tmp_path / "straight")

@@ -62,6 +62,8 @@ def run(recipe: Recipe, options: RunOptions = RunOptions(), on_progress: Progres
         raise FalError("feedback.later_steps_train: feedback_only runs in one process; use `all` under torchrun")
     bf16 = use_bf16(cfg.precision, device)
     budget.check_training(recipe, task, device, processes.world)  # a step this device cannot hold: refused now
+    if processes.is_main and (options.out is not None or options.resume in (None, "auto")):
+        checkpoint.check_unlocked(options.out or Path("runs") / recipe.name)  # a live writer: refused at once
     # The inputs first, so that missing data or a batch too large leaves no run folder behind.
     dataset = task.make_dataset(recipe, "train")
     check_batch_size(len(dataset), cfg.batch_size, processes.world)

@@ -151,10 +151,9 @@ def lock_run(run_dir: Path) -> None:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(descriptor, 32).decode(errors="replace").strip() or "another process"
+                busy = _busy(run_dir, descriptor)
                 os.close(descriptor)
-                raise FalError(f"{run_dir} is being written by process {holder} (a `fal train` running now); "
-                               f"wait for it or stop it, or choose another --out") from None
+                raise busy from None
             if os.path.exists(path) and os.stat(path).st_ino == os.fstat(descriptor).st_ino:
                 break
             os.close(descriptor)  # the file was replaced while we waited: lock the one now in place
@@ -163,6 +162,31 @@ def lock_run(run_dir: Path) -> None:
     except OSError as error:
         raise FalError(f"{path}: cannot lock the run folder ({error.strerror}); choose a writable --out") from None
     _HELD[key] = descriptor
+
+
+def _busy(run_dir: Path, descriptor: int) -> FalError:
+    """The refusal naming the live writer, whose PID the lock file holds."""
+    holder = os.read(descriptor, 32).decode(errors="replace").strip() or "another process"
+    return FalError(f"{run_dir} is being written by process {holder} (a `fal train` running now); wait for it or "
+                    f"stop it, or choose another --out")
+
+
+def check_unlocked(run_dir: Path) -> None:
+    """Refuse now, taking nothing and creating nothing, a run folder another live process is writing — before
+    minutes of data loading, not after them (`lock_run` takes the lock itself once the inputs are ready)."""
+    path = Path(run_dir) / LOCK_NAME
+    if Path(run_dir).resolve() in _HELD or not path.is_file():
+        return
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # unreadable: lock_run says why, in its place
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(run_dir, descriptor) from None
+    finally:
+        os.close(descriptor)
 
 
 def unlock_run(run_dir: Path) -> None:
