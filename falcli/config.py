@@ -265,6 +265,15 @@ def find_recipe(path: Path | str) -> Path:
     raise FalError(f"{path}: no such recipe file; the shipped ones are {', '.join(stems)} (`fal recipes` lists them)")
 
 
+class UnknownSection(FalError):
+    """A top-level key no recipe has, reported against its `source`; `key` lets the caller who knows where the key
+    came from (a --set, not the file) say so."""
+
+    def __init__(self, key: str, source: str, detail: str) -> None:
+        super().__init__(f"{source}: {detail}")
+        self.key, self.detail = key, detail
+
+
 def assemble(raw: dict, recipe_cls: type, sections: dict[str, type], source: str = "recipe") -> Any:
     """Build `recipe_cls` (Recipe, or a judge's recipe) from a plain dict whose `task:` is already known;
     `sections` gives the task's own dataclasses ({"data": DataConfig, "model": ModelConfig}). Checks types and
@@ -275,7 +284,7 @@ def assemble(raw: dict, recipe_cls: type, sections: dict[str, type], source: str
     known = [f.name for f in dataclasses.fields(recipe_cls)]
     for key, value in raw.items():
         if key not in known:
-            raise FalError(f"{source}: {_unknown_key_message(key, known)}")
+            raise UnknownSection(key, source, _unknown_key_message(key, known))
         if key in sections:
             values[key] = build(sections[key], value or {}, key)
         elif dataclasses.is_dataclass(hints[key]):

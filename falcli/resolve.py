@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from falcli.config import Recipe, assemble, check_keys, defaults_of, find_recipe
+from falcli.config import Recipe, UnknownSection, assemble, check_keys, defaults_of, find_recipe
 from falcli.errors import FalError
 from falcli.tasks.sections import SECTIONS, TASK_NAMES
 
@@ -37,18 +37,17 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = (), q
         raise FalError(f"{path}: not valid YAML{where}; fix the file and retry") from None
     if not isinstance(raw, dict):
         raise FalError(f"{path}: a recipe must be a YAML mapping with at least a `task:` key")
-    added = {item.partition("=")[0].split(".")[0]: item for item in overrides
-             if item.partition("=")[0].split(".")[0] not in raw}  # sections only the command line names
+    in_file = set(raw)
     raw = apply_overrides(raw, overrides)
     raw.setdefault("name", path.stem)
     try:
         return recipe_from_dict(raw, source=str(path), quick=quick)
-    except FalError as error:
-        # An unknown section is reported against the file; when a --set brought it, the --set is what to fix.
-        for section, item in added.items():
-            if str(error).startswith(f"{path}: {section}: unknown key"):
-                raise FalError(f"--set {item}: {str(error)[len(f'{path}: '):]}") from None
-        raise
+    except UnknownSection as error:
+        # reported against the file; when a --set brought the section, the --set is what to fix
+        brought = [item for item in overrides if item.partition("=")[0].split(".")[0] == error.key]
+        if error.key in in_file or not brought:
+            raise
+        raise FalError(f"--set {brought[-1]}: {error.detail}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:

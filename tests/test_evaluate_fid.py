@@ -193,6 +193,9 @@ def test_bad_inputs_are_one_line_errors(world, tmp_path):
         ((world["ckpt"], world["ckpt"]), {}, "compare one checkpoint at a time"),
         ((world["real"], tmp_path / "out.txt"), {"save_stats": True}, "must end in .npz"),
         ((world["real"], world["real"]), {"batch_size": 0}, "--batch-size must be >= 1"),
+        # a judge's space has no --dims to shrink: only more samples are advice
+        ((world["ckpt"], world["real"]), {"num_samples": 3}, r"3 samples for 4-dim features gives a singular "
+                                                             r"covariance; pass --num-samples 5 or more$"),
     ]
     for (a, b), options, message in cases:
         with pytest.raises(FalError, match=message) as error:

@@ -113,8 +113,9 @@ def checkpoint_side(path: Path, space_for: Callable[[int], FeatureSpace], device
         raise FalError(f"{path}: makes {images[0].shape[-1]}² images, but the judge scores {space.image_size}² "
                        f"images only")
     if with_stats and len(images[0]) <= space.dims:  # before the extraction, not after it
+        other = f", or a smaller --dims{_JUDGE_HINT}" if space.name == "inception" else ""  # --dims is Inception's
         raise FalError(f"{path}: {len(images[0])} samples for {space.dims}-dim features gives a singular covariance; "
-                       f"pass --num-samples {space.dims + 1} or more, or a smaller --dims{_JUDGE_HINT}")
+                       f"pass --num-samples {space.dims + 1} or more{other}")
     features = [space.extract(batches(x, batch_size)) for x in images]
     stats = [statistics_of(f, space, f"{path} step {t}") for t, f in enumerate(features, 1)] if with_stats else None
     label = f"checkpoint {path} (iteration {payload['iteration']}, {restored.generator}, {num_samples} samples per step)"
